@@ -1,0 +1,206 @@
+//! One client connection's context: who the client is (for `x-forwarded-for` and source pins)
+//! and what it is doing (for the idle and header-read timeouts). Shared by the accept loop, the
+//! I/O wrapper and the proxy service of that connection; atomics only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Per-connection facts, computed once at accept.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    /// The client's address as a header value, formatted once per connection.
+    pub peer_header: HeaderValue,
+    pub activity: Arc<Activity>,
+}
+
+impl ConnContext {
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = canonical_ip(peer.ip());
+        let peer_header = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer: SocketAddr::new(ip, peer.port()),
+            peer_header,
+            activity: Arc::default(),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so that `::ffff:10.0.0.1` is `10.0.0.1` everywhere.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// What a connection is doing, for its watchdog: requests being served, when the last one
+/// ended, and when the bytes of a new request head began to arrive.
+#[derive(Debug, Default)]
+pub struct Activity {
+    in_flight: AtomicU32,
+    /// Milliseconds since the process clock's origin, +1 (0 = never).
+    last_done: AtomicU64,
+    head_started: AtomicU64,
+}
+
+/// What the watchdog should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Look again at this instant.
+    CheckAt(Instant),
+    /// Idle past `idle_timeout`: close.
+    Idle,
+    /// A request head has been arriving for longer than `header_read_timeout`: close.
+    SlowHead,
+}
+
+impl Activity {
+    /// Bytes arrived from the client. Called by the I/O wrapper on every read; cheap when a
+    /// request is in flight or a head is already being timed.
+    pub fn on_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A request head was read whole; counts the request until the guard drops (when its
+    /// response has been sent or abandoned).
+    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// Judges the connection at `now` (the watchdog's tick), given when it was opened.
+    pub fn verdict(
+        &self,
+        opened: Instant,
+        idle_timeout: Duration,
+        header_timeout: Duration,
+    ) -> Verdict {
+        let now = now_ms();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Verdict::CheckAt(Instant::now() + idle_timeout.min(header_timeout));
+        }
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 {
+            let limit = head + millis(header_timeout);
+            return if now >= limit {
+                Verdict::SlowHead
+            } else {
+                Verdict::CheckAt(Instant::now() + Duration::from_millis(limit - now))
+            };
+        }
+        let since = match self.last_done.load(Ordering::Relaxed) {
+            0 => opened_ms(opened),
+            t => t,
+        };
+        let limit = since + millis(idle_timeout);
+        if now >= limit {
+            Verdict::Idle
+        } else {
+            Verdict::CheckAt(Instant::now() + Duration::from_millis(limit - now))
+        }
+    }
+}
+
+/// A request being served on a connection.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.last_done.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    millis(Instant::now().saturating_duration_since(origin())) + 1
+}
+
+fn opened_ms(opened: Instant) -> u64 {
+    millis(opened.saturating_duration_since(origin())) + 1
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// A client stream that reports reads to its connection's `Activity`.
+#[derive(Debug)]
+pub struct WatchedIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> WatchedIo<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

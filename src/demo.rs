@@ -1,0 +1,201 @@
+//! `veer demo`: the embedded default. Two small app versions (blue v1 and green v2) on loopback,
+//! veer in front of them with a 90/10 split, sticky sessions and an `x-canary` pin, and a list
+//! of things to try. Everything runs in this one process and stops on Ctrl-C.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::config;
+
+/// The demo's config; `@BLUE@`, `@GREEN@` and `@LISTEN@` are filled in at start.
+pub const CONFIG: &str = r#"
+[listen]
+http = "@LISTEN@"
+
+[proxy]
+expose_pool_header = true     # responses say which pool answered: x-veer-pool
+
+[log]
+level = "info"
+access = true
+
+[pools.blue]
+servers = ["@BLUE@"]
+
+[pools.green]
+servers = ["@GREEN@"]
+
+[[routes]]
+name = "web"
+split = { blue = 90, green = 10 }
+sticky = { cookie = "veer_web", max_age = "1h" }
+
+[[routes.pin]]
+header = "x-canary"
+equals = "true"
+pool = "green"
+"#;
+
+/// One demo app version: answers every request with a page in its colour.
+#[derive(Debug, Clone, Copy)]
+pub struct App {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub colour: &'static str,
+}
+
+pub const BLUE: App = App {
+    name: "blue",
+    version: "v1",
+    colour: "#1f6feb",
+};
+pub const GREEN: App = App {
+    name: "green",
+    version: "v2",
+    colour: "#2da44e",
+};
+
+impl App {
+    fn page(&self, path: &str) -> String {
+        format!(
+            "<!doctype html><html><head><title>{name} {version}</title></head>\
+             <body style=\"background:{colour};color:white;font-family:sans-serif;text-align:center;padding-top:20vh\">\
+             <h1>{name} {version}</h1><p>You asked for <code>{path}</code>.</p>\
+             <p>This page comes from the <b>{name}</b> pool.</p></body></html>\n",
+            name = self.name,
+            version = self.version,
+            colour = self.colour,
+            path = html_escape(path),
+        )
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let wants_html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        let (body, kind) = if wants_html {
+            (self.page(req.uri().path()), "text/html; charset=utf-8")
+        } else {
+            (
+                format!("{} {}\n", self.name, self.version),
+                "text/plain; charset=utf-8",
+            )
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+        resp
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Serves `app` on a loopback port of its own; returns the address.
+pub async fn serve_app(app: App) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(app.respond(&req))
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The demo config for apps at `blue` and `green`, the proxy at `listen`.
+pub fn config_text(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+    CONFIG
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@BLUE@", &blue.to_string())
+        .replace("@GREEN@", &green.to_string())
+}
+
+/// `veer demo`: returns the exit code.
+pub fn main(listen: SocketAddr) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("veer demo: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(run(listen))
+}
+
+async fn run(listen: SocketAddr) -> i32 {
+    let (blue, green) = match (serve_app(BLUE).await, serve_app(GREEN).await) {
+        (Ok(b), Ok(g)) => (b, g),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("veer demo: cannot start the demo apps: {e}");
+            return 1;
+        }
+    };
+    let text = config_text(listen, blue, green);
+    let compiled = match config::from_toml(&text, "<demo>") {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("veer demo: the embedded config is invalid:\n{errors}");
+            return 1;
+        }
+    };
+    crate::telemetry::init(&compiled.settings.log);
+    let running = match crate::run::start(compiled).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("veer demo: {e}");
+            eprintln!("(is something else on {listen}? try `veer demo --listen 127.0.0.1:8081`)");
+            return 1;
+        }
+    };
+    println!("{}", instructions(running.http_addr, blue, green));
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("veer demo: cannot wait for Ctrl-C: {e}");
+    }
+    running.shutdown();
+    running.wait().await;
+    0
+}
+
+fn instructions(proxy: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+    format!(
+        "\nveer demo is running.\n\n\
+         \x20 proxy        http://{proxy}   (90% blue v1, 10% green v2, sticky sessions)\n\
+         \x20 blue v1      http://{blue}\n\
+         \x20 green v2     http://{green}\n\n\
+         Things to try:\n\n\
+         \x20 curl -s http://{proxy}/                          # mostly \"blue v1\", sometimes \"green v2\"\n\
+         \x20 for i in $(seq 20); do curl -s http://{proxy}/; done | sort | uniq -c\n\
+         \x20 curl -s -H 'x-canary: true' http://{proxy}/      # pinned: always \"green v2\"\n\
+         \x20 curl -si http://{proxy}/ | grep -i -e set-cookie -e x-veer-pool\n\
+         \x20 curl -s -b 'veer_web=<value from set-cookie>' http://{proxy}/   # sticky: same answer every time\n\
+         \x20 open http://{proxy}/ in a browser: the page's colour shows the version; reload it, it sticks\n\n\
+         Ctrl-C stops everything.\n"
+    )
+}

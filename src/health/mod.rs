@@ -1,0 +1,5 @@
+//! What is known about servers, kept outside the table so that a swap keeps it: availability
+//! (health, ejection, drain) and in-flight counts. Active checks and passive ejection write here;
+//! the decision reads it through `route::HealthView`.
+
+pub mod registry;

@@ -1,0 +1,19 @@
+//! veer: a layer-7 reverse proxy that shifts traffic between versions of an application.
+//!
+//! The map of the house: `config` turns text into a `route::Table`; `route` decides where a
+//! request goes; `proxy` and `upstream` move its bytes; `health` knows about servers; `server`
+//! owns listeners and connections; `state` holds the shared handles; `run` ties them together
+//! for the CLI; `demo` is the embedded default.
+
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod health;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod run;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,80 @@
+//! The `veer` command: parses arguments and calls the library. No logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "veer",
+    version,
+    about = "A layer-7 reverse proxy that shifts traffic between versions of an application"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: proxy traffic as the config file says, until SIGTERM or SIGINT (SIGHUP reloads).
+    Run {
+        /// The config file (default: $VEER_CONFIG, then veer.toml).
+        #[arg(long, short, env = "VEER_CONFIG", default_value = "veer.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: a one-line summary, or every error with file:line:col.
+    Check {
+        /// The config file (default: $VEER_CONFIG, then veer.toml).
+        #[arg(long, short, env = "VEER_CONFIG", default_value = "veer.toml")]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: two app versions (blue, green) behind veer with a 90/10 split.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config } => match veer::config::load(&config) {
+            Ok(compiled) => veer::run::main(config, compiled),
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("veer: {} error(s); not starting", errors.0.len());
+                2
+            }
+        },
+        Command::Check { config } => check(&config),
+        Command::Demo { listen } => veer::demo::main(listen),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn check(path: &std::path::Path) -> i32 {
+    match veer::config::load(path) {
+        Ok(compiled) => {
+            let unsupported = veer::run::unsupported(&compiled);
+            for problem in &unsupported {
+                eprintln!("{}: {problem}", path.display());
+            }
+            for note in veer::run::inactive(&compiled) {
+                eprintln!("{}: note: {note}", path.display());
+            }
+            if !unsupported.is_empty() {
+                return 2;
+            }
+            println!("{}: {}", path.display(), compiled.summary());
+            0
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            2
+        }
+    }
+}

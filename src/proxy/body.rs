@@ -1,0 +1,107 @@
+//! The response body veer sends to clients: a short fixed text (errors) or the upstream's body
+//! streamed frame by frame. When an upstream body ends cleanly its connection goes back to the
+//! server's idle pool; dropped early, the connection is closed instead.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::conn::RequestGuard;
+use crate::health::registry::InFlight;
+use crate::upstream::Sender;
+
+/// A server connection and the in-flight count of the request using it.
+#[derive(Debug)]
+pub struct Lease {
+    pub sender: Option<Sender>,
+    pub flight: InFlight,
+}
+
+impl Lease {
+    /// The exchange finished cleanly: the connection may serve the next request.
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.flight.slot().conns.give(sender);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RespBody {
+    kind: Kind,
+    /// Holds the client connection's request count until the body is done.
+    request: Option<RequestGuard>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Fixed(Option<Bytes>),
+    Upstream { body: Incoming, lease: Lease },
+}
+
+impl RespBody {
+    pub fn fixed(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Fixed(Some(bytes)),
+            request: None,
+        }
+    }
+
+    /// The upstream's body; an empty one releases its connection at once.
+    pub fn upstream(body: Incoming, mut lease: Lease) -> Self {
+        if body.is_end_stream() {
+            lease.release();
+        }
+        Self {
+            kind: Kind::Upstream { body, lease },
+            request: None,
+        }
+    }
+
+    pub fn with_guard(mut self, guard: RequestGuard) -> Self {
+        self.request = Some(guard);
+        self
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, lease } => {
+                let res = Pin::new(&mut *body).poll_frame(cx);
+                match &res {
+                    Poll::Ready(None) => lease.release(),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => lease.release(),
+                    _ => {}
+                }
+                res
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Fixed(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Fixed(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Fixed(None) => SizeHint::with_exact(0),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Why a request was not proxied, classified by source, and the one map from failure to
+//! status and short plain-text body.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::proxy::body::RespBody;
+use crate::upstream::ConnectError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("no healthy server in the route's pools")]
+    NoHealthyServer,
+    #[error("connection limit reached")]
+    OverCapacity,
+    #[error("upstream unreachable: {0}")]
+    Connect(#[from] ConnectError),
+    #[error("upstream broke the protocol: {0}")]
+    UpstreamProtocol(#[source] hyper::Error),
+    #[error("upstream sent no response head within {0:?}")]
+    Timeout(Duration),
+    #[error("client request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyServer | ProxyError::OverCapacity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn text(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no route\n",
+            ProxyError::NoHealthyServer => "no healthy upstream\n",
+            ProxyError::OverCapacity => "over capacity\n",
+            ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => "bad gateway\n",
+            ProxyError::Timeout(_) => "gateway timeout\n",
+            ProxyError::ClientBody(_) => "bad request\n",
+        }
+    }
+
+    /// The response a client gets: the status and a short plain-text body.
+    pub fn to_response(&self) -> Response<RespBody> {
+        let mut resp = Response::new(RespBody::fixed(Bytes::from_static(self.text().as_bytes())));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+/// Classifies an error from sending a request upstream: a failure of the body we were
+/// streaming from the client is the client's; anything else is the upstream's.
+pub fn from_send(err: hyper::Error) -> ProxyError {
+    if err.is_user() && !err.is_canceled() {
+        ProxyError::ClientBody(err)
+    } else {
+        ProxyError::UpstreamProtocol(err)
+    }
+}

@@ -1,0 +1,152 @@
+//! Sends a decided request upstream: a pooled (or new) connection to the chosen server, the
+//! request head rewritten, the body streamed, and on a connect failure the next server of the
+//! same pool (`retries`). The whole exchange up to the response head is bounded by
+//! `request_timeout`.
+
+use std::sync::Arc;
+
+use http::{request, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::conn::ConnContext;
+use crate::health::registry::ServerSlot;
+use crate::proxy::body::{Lease, RespBody};
+use crate::proxy::error::{self, ProxyError};
+use crate::proxy::{headers, upgrade};
+use crate::route::table::Target;
+use crate::route::{self, Decision};
+use crate::state::Snapshot;
+use crate::upstream::{self, ReqBody, Sender};
+
+/// A request to forward, with what the decision said about it.
+pub struct Outbound {
+    pub parts: request::Parts,
+    pub body: Incoming,
+    /// Set for an HTTP/1.1 `Upgrade` request: the client side of the switch.
+    pub client_upgrade: Option<OnUpgrade>,
+}
+
+/// Forwards `out` as `decision` says; the response head comes back with its body streaming.
+pub async fn forward(
+    snap: &Snapshot,
+    decision: &Decision,
+    mut out: Outbound,
+    ctx: &ConnContext,
+) -> Result<Response<RespBody>, ProxyError> {
+    let settings = &snap.table.proxy;
+    let upgrading = out.client_upgrade.is_some();
+    headers::prepare_request(&mut out.parts, ctx, upgrading);
+    let req = Request::from_parts(out.parts, ReqBody::Incoming(out.body));
+    let exchange = send(snap, decision, req, upgrading);
+    let (resp, lease) = tokio::time::timeout(settings.request_timeout, exchange)
+        .await
+        .map_err(|_| ProxyError::Timeout(settings.request_timeout))??;
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::prepare_response(&mut parts.headers, switching && upgrading);
+    let pool = snap.table.pool(decision.pool);
+    if settings.expose_pool_header {
+        parts
+            .headers
+            .insert(headers::X_VEER_POOL.clone(), pool.name_header.clone());
+    }
+    let mut resp = Response::from_parts(parts, body);
+    if let (true, Some(client)) = (switching, out.client_upgrade) {
+        upgrade::tunnel(client, &mut resp, lease);
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            RespBody::fixed(bytes::Bytes::new()),
+        ));
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, RespBody::upstream(body, lease)))
+}
+
+/// Connection, then the request; a connect failure moves on to the pool's next server.
+async fn send(
+    snap: &Snapshot,
+    decision: &Decision,
+    mut req: Request<ReqBody>,
+    upgrading: bool,
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let settings = &snap.table.proxy;
+    let pool = snap.table.pool(decision.pool);
+    let mut server = decision.server;
+    let mut attempt = 0;
+    loop {
+        let slot = snap.slots.server(decision.pool, server);
+        let target = &pool.servers[usize::from(server)].target;
+        let flight = slot.begin();
+        let (mut sender, reused) = match obtain(slot, target, settings.connect_timeout, upgrading)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
+                attempt += 1;
+                let next = (attempt <= settings.retries)
+                    .then(|| {
+                        route::fallback(
+                            &snap.table,
+                            &snap.slots,
+                            decision.pool,
+                            decision.server,
+                            attempt,
+                        )
+                    })
+                    .flatten();
+                match next {
+                    Some(next) => {
+                        server = next;
+                        continue;
+                    }
+                    None => return Err(ProxyError::Connect(e)),
+                }
+            }
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let sender = (!upgrading).then_some(sender);
+                return Ok((resp, Lease { sender, flight }));
+            }
+            Err(mut failed) => match failed.take_message() {
+                // A kept connection closed before the request went out: the request is intact,
+                // so it goes again on a new connection to the same server.
+                Some(back) if reused => {
+                    req = back;
+                    continue;
+                }
+                _ => return Err(error::from_send(failed.into_error())),
+            },
+        }
+    }
+}
+
+/// An idle kept connection if one is ready, else a new one. `true` with a kept connection.
+async fn obtain(
+    slot: &Arc<ServerSlot>,
+    target: &Target,
+    connect_timeout: std::time::Duration,
+    upgrading: bool,
+) -> Result<(Sender, bool), upstream::ConnectError> {
+    if !upgrading {
+        while let Some(mut sender) = slot.conns.take() {
+            if sender.ready().await.is_ok() {
+                return Ok((sender, true));
+            }
+        }
+    }
+    let sender = upstream::connect(target, connect_timeout, upgrading).await?;
+    Ok((sender, false))
+}
+
+/// The `Set-Cookie` value for a sticky decision.
+pub fn sticky_cookie(snap: &Snapshot, decision: &Decision) -> Option<HeaderValue> {
+    let route = snap.table.route(decision.route);
+    let sticky = route.sticky.as_ref()?;
+    let server = &snap.table.pool(decision.pool).servers[usize::from(decision.server)];
+    let value = route::sticky::encode(route.seed, decision.bucket, server.cookie_id);
+    Some(route::sticky::set_cookie_header(sticky, &value))
+}

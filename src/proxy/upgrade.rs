@@ -1,0 +1,31 @@
+//! WebSocket and other `Upgrade` pass-through: once the upstream answers `101 Switching
+//! Protocols`, the client's and the server's connections are joined byte for byte until either
+//! side closes. The upstream connection is a fresh one and never returns to the pool.
+
+use http::Response;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::proxy::body::Lease;
+
+/// Joins the two upgraded connections in a task of their own. The lease keeps the server's
+/// in-flight count for as long as the tunnel is open.
+pub fn tunnel(client: OnUpgrade, upstream_resp: &mut Response<Incoming>, lease: Lease) {
+    let upstream = hyper::upgrade::on(upstream_resp);
+    tokio::spawn(async move {
+        let _lease = lease;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended");
+        }
+    });
+}

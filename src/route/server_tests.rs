@@ -1,0 +1,299 @@
+//! The decision's server choice (sticky cookie, round robin, least request), its cookie action,
+//! the mirror draw and connect-failure fallbacks, over hand-built tables and a fake health view.
+
+use super::table::Balance;
+use super::testutil::*;
+use super::*;
+
+const BLUE: PoolId = 0;
+const GREEN: PoolId = 1;
+const SHADOW: PoolId = 2;
+
+fn pools() -> Vec<table::Pool> {
+    vec![
+        pool("blue", 0, &[1, 1, 1], Balance::RoundRobin),
+        pool("green", 1, &[1, 1, 1], Balance::LeastRequest),
+        pool("shadow", 2, &[1], Balance::RoundRobin),
+    ]
+}
+
+fn sticky_table(entries: &[(PoolId, u32)]) -> Table {
+    let mut r = route("web", entries);
+    r.sticky = Some(sticky("veer_web"));
+    table(vec![r], pools())
+}
+
+fn with_cookie(t: &Table, bucket: u16, pool: PoolId, server: ServerId) -> Req {
+    let id = t.pools[usize::from(pool)].servers[usize::from(server)].cookie_id;
+    let value = sticky::encode(t.routes[0].seed, bucket, id);
+    Req::new("h", "/").header("cookie", &format!("other=1; veer_web={value}"))
+}
+
+// Step 5 and 6: sticky sessions.
+
+#[test]
+fn new_user_gets_a_cookie_that_keeps_them() {
+    let t = sticky_table(&[(BLUE, 1)]);
+    let h = FakeHealth::new(&t);
+    let first = decide(&t, &Req::new("h", "/").random(77).view(), &h).unwrap();
+    assert!(first.set_cookie);
+    let value = sticky_value(&t, &first).unwrap();
+    assert_eq!(
+        sticky::decode(t.routes[0].seed, value.as_str()),
+        Some((
+            first.bucket,
+            t.pools[0].servers[usize::from(first.server)].cookie_id
+        ))
+    );
+    let cookie = format!("veer_web={value}");
+    for random in 0..30 {
+        let req = Req::new("h", "/").header("cookie", &cookie).random(random);
+        let d = decide(&t, &req.view(), &h).unwrap();
+        assert_eq!(
+            (d.server, d.bucket, d.set_cookie),
+            (first.server, first.bucket, false)
+        );
+    }
+}
+
+#[test]
+fn cookie_bucket_follows_the_ramp() {
+    let mut t = sticky_table(&[(BLUE, 95), (GREEN, 5)]);
+    let h = FakeHealth::new(&t);
+    // Bucket 9000 is blue at 5% and green at 50%.
+    let req = with_cookie(&t, 9000, BLUE, 2);
+    let d = decide(&t, &req.view(), &h).unwrap();
+    assert_eq!((d.pool, d.server, d.set_cookie), (BLUE, 2, false));
+    set_split(&mut t.routes[0], &[(BLUE, 50), (GREEN, 50)]);
+    let d = decide(&t, &req.view(), &h).unwrap();
+    assert_eq!((d.pool, d.bucket, d.set_cookie), (GREEN, 9000, true));
+}
+
+#[test]
+fn malformed_or_forged_cookies_are_ignored() {
+    let t = sticky_table(&[(BLUE, 1)]);
+    let h = FakeHealth::new(&t);
+    let good = with_cookie(&t, 10, BLUE, 1);
+    let good_value = good.headers["cookie"].to_str().unwrap().to_owned();
+    let forged = good_value.replace("veer_web=000a", "veer_web=000b");
+    let other_seed = sticky::encode(1, 10, t.pools[0].servers[1].cookie_id);
+    let bad = [
+        "veer_web=".to_owned(),
+        "veer_web=garbage".to_owned(),
+        "veer_web=é".to_owned(),
+        forged,
+        format!("veer_web={other_seed}"),
+        format!("{good_value}00"),
+    ];
+    for cookie in bad {
+        let req = Req::new("h", "/").header("cookie", &cookie).random(1234);
+        let d = decide(&t, &req.view(), &h).unwrap();
+        assert!(d.set_cookie, "{cookie}");
+        assert_eq!(d.bucket, random_bucket(1234), "{cookie}");
+    }
+}
+
+#[test]
+fn cookie_is_reissued_when_its_server_is_down() {
+    let t = sticky_table(&[(BLUE, 1)]);
+    let h = FakeHealth::new(&t);
+    h.down(BLUE, 1);
+    let req = with_cookie(&t, 4321, BLUE, 1);
+    let d = decide(&t, &req.view(), &h).unwrap();
+    assert_ne!(d.server, 1);
+    assert_eq!((d.bucket, d.set_cookie), (4321, true));
+}
+
+#[test]
+fn cookie_is_reissued_when_its_server_left_the_pool() {
+    let mut t = sticky_table(&[(BLUE, 1)]);
+    let h = FakeHealth::new(&t);
+    let req = with_cookie(&t, 12, BLUE, 2);
+    t.pools[0] = pool("blue", 7, &[1, 1, 1], Balance::RoundRobin);
+    let d = decide(&t, &req.view(), &h).unwrap();
+    assert_eq!((d.bucket, d.set_cookie), (12, true));
+    // A server of another pool is not "in the pool" either.
+    let req = with_cookie(&t, 12, GREEN, 0);
+    assert!(decide(&t, &req.view(), &h).unwrap().set_cookie);
+}
+
+#[test]
+fn routes_without_sticky_never_set_cookies() {
+    let t = table(vec![route("web", &[(BLUE, 1)])], pools());
+    let h = FakeHealth::new(&t);
+    let d = decide(&t, &Req::new("h", "/").view(), &h).unwrap();
+    assert!(!d.set_cookie);
+    assert_eq!(sticky_value(&t, &d), None);
+}
+
+// Step 5: balance.
+
+#[test]
+fn round_robin_cycles_in_order_and_skips_unavailable() {
+    let mut blue = pool("blue", 0, &[2, 1], Balance::RoundRobin);
+    blue.rr_order = vec![0, 1, 0].into_boxed_slice();
+    let t = table(vec![route("web", &[(BLUE, 1)])], vec![blue]);
+    let h = FakeHealth::new(&t);
+    let pick = || decide(&t, &Req::new("h", "/").view(), &h).unwrap().server;
+    let picks: Vec<ServerId> = (0..6).map(|_| pick()).collect();
+    assert_eq!(picks, [0, 1, 0, 0, 1, 0]);
+    h.down(BLUE, 0);
+    assert!((0..6).all(|_| pick() == 1));
+    h.up(BLUE, 0).down(BLUE, 1);
+    assert!((0..6).all(|_| pick() == 0));
+}
+
+#[test]
+fn smooth_order_interleaves_weights() {
+    assert_eq!(&*smooth_order(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+}
+
+#[test]
+fn least_request_prefers_fewer_in_flight() {
+    let t = sticky_table(&[(GREEN, 1)]);
+    let h = FakeHealth::new(&t);
+    h.set_in_flight(GREEN, 0, 9).set_in_flight(GREEN, 1, 0);
+    h.set_in_flight(GREEN, 2, 5);
+    let mut seen = [0u32; 3];
+    for random in 0..3000 {
+        let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
+        seen[usize::from(d.server)] += 1;
+    }
+    // Two distinct choices: the busiest server never wins, the idlest wins whenever drawn.
+    assert_eq!(seen[0], 0);
+    assert!(seen[1] > 1800 && seen[2] > 800, "{seen:?}");
+}
+
+#[test]
+fn least_request_skips_unavailable_choices() {
+    let t = sticky_table(&[(GREEN, 1)]);
+    let h = FakeHealth::new(&t);
+    h.down(GREEN, 0).down(GREEN, 1);
+    h.set_in_flight(GREEN, 2, 100);
+    for random in 0..200 {
+        let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
+        assert_eq!(d.server, 2);
+    }
+}
+
+#[test]
+fn least_request_draws_by_weight() {
+    let heavy = pool("green", 1, &[8, 1, 1], Balance::LeastRequest);
+    let t = table(vec![route("web", &[(0, 1)])], vec![heavy]);
+    let h = FakeHealth::new(&t);
+    let mut seen = [0u32; 3];
+    for random in 0..4000 {
+        let (a, b) = two_choices(&t.pools[0], random).unwrap();
+        assert_ne!(a, b);
+        seen[usize::from(a)] += 1;
+    }
+    assert!(seen[0] > 2800, "{seen:?}");
+    let d = decide(&t, &Req::new("h", "/").view(), &h).unwrap();
+    assert!(usize::from(d.server) < 3);
+}
+
+#[test]
+fn single_server_pools_work_with_either_balance() {
+    for balance in [Balance::RoundRobin, Balance::LeastRequest] {
+        let t = table(
+            vec![route("web", &[(0, 1)])],
+            vec![pool("p", 0, &[1], balance)],
+        );
+        let h = FakeHealth::new(&t);
+        for random in 0..20 {
+            let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
+            assert_eq!(d.server, 0);
+        }
+    }
+}
+
+#[test]
+fn empty_rr_order_still_balances() {
+    for balance in [Balance::RoundRobin, Balance::LeastRequest] {
+        let mut p = pool("p", 0, &[1, 1], balance);
+        p.rr_order = Box::new([]);
+        let t = table(vec![route("web", &[(0, 1)])], vec![p]);
+        let h = FakeHealth::new(&t);
+        h.down(0, 0);
+        for random in 0..20 {
+            let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
+            assert_eq!(d.server, 1);
+        }
+    }
+}
+
+// Connect-failure fallbacks.
+
+#[test]
+fn fallback_walks_forward_from_first_skipping_unavailable() {
+    let p = pool("p", 0, &[1, 1, 1, 1, 1], Balance::RoundRobin);
+    let t = table(vec![route("web", &[(0, 1)])], vec![p]);
+    let h = FakeHealth::new(&t);
+    let order: Vec<_> = (1..=5).map(|a| fallback(&t, &h, 0, 3, a)).collect();
+    assert_eq!(order, [Some(4), Some(0), Some(1), Some(2), None]);
+    h.down(0, 0);
+    let order: Vec<_> = (1..=4).map(|a| fallback(&t, &h, 0, 3, a)).collect();
+    assert_eq!(order, [Some(4), Some(1), Some(2), None]);
+    assert_eq!(fallback(&t, &h, 0, 3, 0), None);
+    assert_eq!(fallback(&t, &h, 0, 9, 1), None);
+    assert_eq!(fallback(&t, &h, 9, 0, 1), None);
+}
+
+#[test]
+fn fallback_of_a_single_server_pool_is_none() {
+    let t = table(
+        vec![route("web", &[(0, 1)])],
+        vec![pool("p", 0, &[1], Balance::RoundRobin)],
+    );
+    let h = FakeHealth::new(&t);
+    assert_eq!(fallback(&t, &h, 0, 0, 1), None);
+}
+
+// Mirror.
+
+#[test]
+fn mirror_percent_is_honoured() {
+    let mirrored = |percent: u8| {
+        let mut r = route("web", &[(BLUE, 1)]);
+        r.mirror = Some(mirror(SHADOW, percent));
+        let t = table(vec![r], pools());
+        let h = FakeHealth::new(&t);
+        (0..10_000u64)
+            .filter(|&random| {
+                let req = Req::new("h", "/").random(random.wrapping_mul(0x2545_f491));
+                decide(&t, &req.view(), &h).unwrap().mirror
+            })
+            .count()
+    };
+    assert_eq!(mirrored(0), 0);
+    assert_eq!(mirrored(100), 10_000);
+    let some = mirrored(30);
+    assert!((2700..3300).contains(&some), "{some}");
+}
+
+#[test]
+fn no_mirror_without_config() {
+    let t = table(vec![route("web", &[(BLUE, 1)])], pools());
+    let h = FakeHealth::new(&t);
+    assert!(!decide(&t, &Req::new("h", "/").view(), &h).unwrap().mirror);
+}
+
+#[test]
+fn draws_are_independent() {
+    // The mirror draw must not follow the bucket: at 50% mirroring, both halves of the line
+    // see about half their requests mirrored.
+    let mut r = route("web", &[(BLUE, 1), (GREEN, 1)]);
+    r.mirror = Some(mirror(SHADOW, 50));
+    let t = table(vec![r], pools());
+    let h = FakeHealth::new(&t);
+    let mut grid = [[0u32; 2]; 2];
+    for random in 0..20_000u64 {
+        let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
+        grid[usize::from(d.pool)][usize::from(d.mirror)] += 1;
+    }
+    for row in grid {
+        for cell in row {
+            assert!((4500..5500).contains(&cell), "{grid:?}");
+        }
+    }
+}

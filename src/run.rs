@@ -1,0 +1,190 @@
+//! Starting and stopping veer: bind the listeners, install the table, serve until told to stop,
+//! then drain. `start` is what the CLI, the demo and the integration tests call.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Compiled;
+use crate::state::State;
+use crate::{reload, server};
+
+/// Why veer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} (listen.http): {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A serving veer: where it listens, its state, and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<io::Result<bool>>,
+}
+
+impl Running {
+    /// Starts the drain: stop accepting, finish in-flight requests within `shutdown_grace`.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits for the drain to end. `true`: every connection finished within the grace period.
+    pub async fn wait(self) -> bool {
+        matches!(self.task.await, Ok(Ok(true)))
+    }
+
+    /// A receiver that turns true when the drain starts (for tasks that must stop with it).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Binds and serves `compiled` on the current tokio runtime.
+pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
+    if let Some(problem) = unsupported(&compiled).into_iter().next() {
+        return Err(StartError::Unsupported(problem));
+    }
+    let addr = compiled.settings.listen.http;
+    let listener = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let state = Arc::new(State::new(compiled.table));
+    state.set_access_log(compiled.settings.log.access);
+    let (shutdown, rx) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, Arc::clone(&state), rx));
+    tracing::info!(addr = %http_addr, "listening");
+    Ok(Running {
+        http_addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Configured features this version cannot serve; `veer run` refuses them rather than
+/// silently serving something else (plain text where TLS was asked for).
+pub fn unsupported(compiled: &Compiled) -> Vec<String> {
+    let mut out = Vec::new();
+    if compiled.settings.listen.https.is_some() {
+        out.push("listen.https: TLS termination is not available in this version".to_string());
+    }
+    for pool in &compiled.table.pools {
+        if pool.tls.is_some() {
+            out.push(format!(
+                "pools.{}.tls: TLS to upstream servers is not available in this version",
+                pool.name
+            ));
+        }
+    }
+    out
+}
+
+/// Configured features this version accepts but does not act on yet; logged at start.
+pub fn inactive(compiled: &Compiled) -> Vec<String> {
+    let mut out = Vec::new();
+    if compiled.settings.admin.is_some() {
+        out.push("[admin]: the admin API is not served by this version".to_string());
+    }
+    for pool in &compiled.table.pools {
+        if pool.health.is_some() {
+            out.push(format!(
+                "pools.{}.health: active health checks are not run by this version",
+                pool.name
+            ));
+        }
+    }
+    for route in &compiled.table.routes {
+        if route.mirror.is_some() {
+            out.push(format!(
+                "routes.{}.mirror: shadow mirroring is not done by this version",
+                route.name
+            ));
+        }
+        if route.rollout.is_some() {
+            out.push(format!(
+                "routes.{}.rollout: progressive rollouts are not driven by this version",
+                route.name
+            ));
+        }
+    }
+    out
+}
+
+/// `veer run`: serve the config at `path` until SIGTERM or SIGINT, reloading on SIGHUP.
+/// Returns the process exit code.
+pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
+    crate::telemetry::init(&compiled.settings.log);
+    let workers = match compiled.settings.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return 1;
+        }
+    };
+    runtime.block_on(serve_until_signal(path, compiled))
+}
+
+async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
+    for note in inactive(&compiled) {
+        tracing::warn!("{note}");
+    }
+    let settings = compiled.settings.clone();
+    let running = match start(compiled).await {
+        Ok(r) => r,
+        Err(e @ StartError::Unsupported(_)) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    let reloader = tokio::spawn(reload::on_sighup(
+        path,
+        settings,
+        Arc::clone(&running.state),
+        running.shutdown_signal(),
+    ));
+    if let Err(e) = stop_signal().await {
+        tracing::error!(error = %e, "cannot wait for signals");
+        return 1;
+    }
+    running.shutdown();
+    reloader.abort();
+    if running.wait().await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("shutdown_grace passed with requests in flight; exiting");
+    }
+    0
+}
+
+async fn stop_signal() -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Listeners and client connections: `SO_REUSEPORT` binding, the accept loop, the connection
+//! limit, each connection's idle and header-read watchdog, and the graceful drain on shutdown.
+//! Knows nothing of routing: each connection is handed to `proxy::ProxyService`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::conn::{ConnContext, Verdict, WatchedIo};
+use crate::proxy::{ProxyError, ProxyService, RespBody};
+use crate::state::State;
+
+/// The largest request head accepted; a bigger one is answered `431`.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Binds a listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`, so that a new veer process
+/// can bind the same port while the old one drains.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting, lets every connection
+/// finish its requests within the table's `shutdown_grace`, and returns. `Ok(true)`: every
+/// connection finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<bool> {
+    let builders = Builders::new();
+    let active = Arc::new(AtomicUsize::new(0));
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = Conn {
+                        state: Arc::clone(&state),
+                        shutdown: shutdown.clone(),
+                        _done: done_tx.clone(),
+                        _count: Counted::new(&active),
+                    };
+                    let max = state.snapshot().table.proxy.max_connections;
+                    let over = active.load(Ordering::Relaxed) > max;
+                    let builders = builders.clone();
+                    tokio::spawn(conn.run(stream, peer, builders, over));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    drop(done_tx);
+    let grace = state.snapshot().table.proxy.shutdown_grace;
+    let open = active.load(Ordering::Relaxed);
+    tracing::info!(connections = open, grace = ?grace, "draining");
+    Ok(tokio::time::timeout(grace, done_rx.recv()).await.is_ok())
+}
+
+#[derive(Clone)]
+struct Builders {
+    normal: Arc<auto::Builder<TokioExecutor>>,
+    refusing: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let mut normal = auto::Builder::new(TokioExecutor::new());
+        normal
+            .http1()
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        normal.http2().max_concurrent_streams(256);
+        let mut refusing = auto::Builder::new(TokioExecutor::new());
+        refusing.http1().header_read_timeout(None).keep_alive(false);
+        Self {
+            normal: Arc::new(normal),
+            refusing: Arc::new(refusing),
+        }
+    }
+}
+
+/// Counts a connection in `active` while alive.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(active))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One accepted client connection and what it must report to.
+struct Conn {
+    state: Arc<State>,
+    shutdown: watch::Receiver<bool>,
+    /// Dropped when the connection ends: the drain waits for every clone.
+    _done: mpsc::Sender<()>,
+    _count: Counted,
+}
+
+impl Conn {
+    async fn run(mut self, stream: TcpStream, peer: SocketAddr, builders: Builders, over: bool) {
+        let _ = stream.set_nodelay(true);
+        let ctx = Arc::new(ConnContext::new(peer));
+        let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
+        if over {
+            let refuse = service_fn(|_: Request<Incoming>| async {
+                Ok::<Response<RespBody>, Infallible>(ProxyError::OverCapacity.to_response())
+            });
+            let _ = builders.refusing.serve_connection(io, refuse).await;
+            return;
+        }
+        let settings = self.state.snapshot().table.proxy.clone();
+        let service = ProxyService::new(Arc::clone(&self.state), Arc::clone(&ctx));
+        let conn = builders.normal.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let opened = Instant::now();
+        let mut check_at = opened + settings.idle_timeout.min(settings.header_read_timeout);
+        let mut draining = *self.shutdown.borrow();
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(client = %peer, error = %e, "client connection ended");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(check_at), if !draining => {
+                    let verdict = ctx.activity.verdict(
+                        opened,
+                        settings.idle_timeout,
+                        settings.header_read_timeout,
+                    );
+                    match verdict {
+                        Verdict::CheckAt(at) => check_at = at,
+                        Verdict::Idle => return,
+                        Verdict::SlowHead => {
+                            tracing::debug!(client = %peer, "request head too slow; closing");
+                            return;
+                        }
+                    }
+                }
+                _ = self.shutdown.changed(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The shared handles: the running snapshot (table plus the runtime slots of its servers) behind
+//! an `ArcSwap`, and the health registry that outlives snapshots. No logic beyond installing a
+//! snapshot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::health::registry::{Registry, Slots};
+use crate::route::Table;
+
+/// One consistent view for a request: the table and, index for index, its servers' runtime
+/// state. A request loads it once and uses it to the end.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub table: Table,
+    pub slots: Slots,
+}
+
+#[derive(Debug)]
+pub struct State {
+    current: ArcSwap<Snapshot>,
+    registry: Registry,
+    access_log: AtomicBool,
+}
+
+impl State {
+    /// A state serving `table` as version 1.
+    pub fn new(mut table: Table) -> Self {
+        let registry = Registry::default();
+        table.version = 1;
+        let slots = registry.reconcile(&table);
+        Self {
+            current: ArcSwap::from_pointee(Snapshot { table, slots }),
+            registry,
+            access_log: AtomicBool::new(false),
+        }
+    }
+
+    /// The snapshot in force now. Held for a whole request (an `Arc`, not a short-lived guard).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Installs `table` as the next version, keeping what is known about servers that remain.
+    /// Callers serialise changes (the change path); readers never see a mix.
+    pub fn install(&self, mut table: Table) -> u64 {
+        let version = self.current.load().table.version + 1;
+        table.version = version;
+        let slots = self.registry.reconcile(&table);
+        self.current.store(Arc::new(Snapshot { table, slots }));
+        version
+    }
+
+    /// One log line per request (`log.access`).
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

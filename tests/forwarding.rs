@@ -1,0 +1,343 @@
+//! Forwarding over real sockets: headers both ways, errors, timeouts, retries, streaming,
+//! HTTP/2 from clients, WebSocket upgrades, connection limits and bad requests.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{client, get, refused_addr, start_veer, Upstream};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn one_pool(servers: &[String], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "{extra}\n[pools.app]\nservers = [{}]\n\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let got = get(
+        veer.http_addr,
+        "/path?q=1",
+        &[
+            ("connection", "x-foo"),
+            ("x-foo", "secret"),
+            ("x-keep", "yes"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic abc"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("host", "app.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let h = up.headers();
+    assert!(h.get("x-foo").is_none(), "named in Connection: removed");
+    assert!(h.get("keep-alive").is_none());
+    assert!(h.get("proxy-authorization").is_none());
+    assert_eq!(h["x-keep"], "yes");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.example.com");
+    assert_eq!(h["host"], "app.example.com");
+    assert_eq!(h["via"], "1.1 veer");
+}
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_removed_and_the_pool_header_is_opt_in() {
+    let up = Upstream::with(std::sync::Arc::new(|_req| {
+        Box::pin(async {
+            http::Response::builder()
+                .header("connection", "x-internal")
+                .header("x-internal", "1")
+                .header("x-public", "1")
+                .body(common::full("ok"))
+                .unwrap()
+        })
+    }))
+    .await;
+    let plain = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let got = get(plain.http_addr, "/", &[]).await;
+    assert!(got.headers.get("x-internal").is_none());
+    assert_eq!(got.headers["x-public"], "1");
+    assert!(got.headers.get("x-veer-pool").is_none());
+    let exposed = start_veer(&one_pool(&[up.addr.to_string()], "[proxy]\nexpose_pool_header = true")).await;
+    assert_eq!(get(exposed.http_addr, "/", &[]).await.headers["x-veer-pool"], "app");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_502_and_a_slow_upstream_is_504() {
+    let dead = refused_addr().await;
+    let veer = start_veer(&one_pool(&[dead.to_string()], "[proxy]\nretries = 0")).await;
+    let got = get(veer.http_addr, "/", &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.body, "bad gateway\n");
+    assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
+
+    let slow = Upstream::slow("slow", Duration::from_secs(10)).await;
+    let veer = start_veer(&one_pool(&[slow.addr.to_string()], "[proxy]\nrequest_timeout = \"200ms\"")).await;
+    let got = get(veer.http_addr, "/", &[]).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.body, "gateway timeout\n");
+}
+
+#[tokio::test]
+async fn a_connect_failure_is_retried_on_another_server_of_the_pool() {
+    let dead = refused_addr().await;
+    let live = Upstream::named("live").await;
+    let veer = start_veer(&one_pool(
+        &[dead.to_string(), live.addr.to_string()],
+        "[proxy]\nretries = 1",
+    ))
+    .await;
+    for _ in 0..20 {
+        let got = get(veer.http_addr, "/", &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, "live\n");
+    }
+}
+
+#[tokio::test]
+async fn connect_timeout_bounds_a_connect_that_hangs() {
+    // A listener with a full accept queue: the kernel drops further SYNs, so connects hang.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let veer = start_veer(&one_pool(
+        &[addr.to_string()],
+        "[proxy]\nconnect_timeout = \"300ms\"\nrequest_timeout = \"20s\"\nretries = 0",
+    ))
+    .await;
+    let got = get(veer.http_addr, "/", &[]).await;
+    assert_eq!(got.status, 502, "a connect timeout is a 502, not the request timeout's 504");
+    drop(socket);
+}
+
+#[tokio::test]
+async fn a_100_mb_upload_and_download_round_trip_byte_for_byte() {
+    let up = Upstream::echo().await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 1600; // 100 MiB
+    let (tx, body) = mpsc_body();
+    let sender = tokio::spawn(async move {
+        for i in 0..CHUNKS {
+            let chunk = Bytes::from(vec![(i % 251) as u8; CHUNK]);
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let req = http::Request::post(format!("http://{}/upload", veer.http_addr))
+        .body(body)
+        .unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut position = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(data) = frame.data_ref() {
+            for (k, b) in data.iter().enumerate() {
+                let expected = (((position + k) / CHUNK) % 251) as u8;
+                assert_eq!(*b, expected, "byte {}", position + k);
+            }
+            position += data.len();
+        }
+    }
+    assert_eq!(position, CHUNK * CHUNKS);
+    sender.await.unwrap();
+}
+
+type StreamedBody = http_body_util::StreamBody<
+    futures_util::stream::BoxStream<'static, Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+>;
+
+/// A streaming request body fed through a channel.
+fn mpsc_body() -> (tokio::sync::mpsc::Sender<Bytes>, StreamedBody) {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(hyper::body::Frame::data(b)), rx))
+    })
+    .boxed();
+    (tx, http_body_util::StreamBody::new(stream))
+}
+
+#[tokio::test]
+async fn h2c_clients_are_served() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for _ in 0..5 {
+        let resp = h2
+            .request(
+                http::Request::get(format!("http://{}/x", veer.http_addr))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "app\n");
+    }
+    let h = up.headers();
+    assert_eq!(h["via"], "2 veer");
+    assert!(h["host"].to_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(common::send(&c, veer.http_addr, "GET", "/", &[]).await.status, 200);
+    }
+    let opened = up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 2, "{opened} upstream connections for 50 sequential requests");
+}
+
+#[tokio::test]
+async fn a_websocket_echo_works_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = ws_server.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let veer = start_veer(&one_pool(&[ws_addr.to_string()], "")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", veer.http_addr))
+        .await
+        .expect("handshake through veer");
+    assert_eq!(resp.status(), 101);
+    for i in 0..10 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.close(None).await.unwrap();
+}
+
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn garbage_and_oversized_heads_get_400_and_431_and_veer_keeps_serving() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let garbage = raw_exchange(veer.http_addr, b"\x16\x03\x01 this is not http\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    let bad_line = raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+    assert!(bad_line.starts_with("HTTP/1.1 400"), "{bad_line:?}");
+    let mut huge = b"GET / HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let oversized = raw_exchange(veer.http_addr, &huge).await;
+    assert!(oversized.starts_with("HTTP/1.1 431"), "{:?}", &oversized[..oversized.len().min(80)]);
+    assert_eq!(get(veer.http_addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_and_an_idle_connection_closed() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(
+        &[up.addr.to_string()],
+        "[proxy]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"600ms\"",
+    ))
+    .await;
+    // Slowloris: half a head, then nothing.
+    let mut slow = TcpStream::connect(veer.http_addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "slow head closed: {closed:?}");
+
+    // Keep-alive: one request, then idle until the connection is closed.
+    let mut idle = TcpStream::connect(veer.http_addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "idle connection closed by veer");
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn over_max_connections_is_503() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "[proxy]\nmax_connections = 1")).await;
+    let mut held = TcpStream::connect(veer.http_addr).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let refused = raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    assert!(refused.ends_with("over capacity\n"), "{refused:?}");
+    drop(held);
+    // Once the held connection is gone, new ones are served again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn a_drain_lets_the_request_in_flight_finish() {
+    let slow = Upstream::slow("slow", Duration::from_millis(500)).await;
+    let veer = start_veer(&one_pool(&[slow.addr.to_string()], "[proxy]\nshutdown_grace = \"5s\"")).await;
+    let addr = veer.http_addr;
+    let inflight = tokio::spawn(async move { get(addr, "/", &[]).await });
+    while slow.hits() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    veer.shutdown();
+    let got = inflight.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert!(veer.wait().await, "drained within the grace period");
+    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
