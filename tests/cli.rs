@@ -27,14 +27,26 @@ fn check_accepts_every_example_config() {
     for entry in std::fs::read_dir("config").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = veer().args(["check", "--config"]).arg(&path).output().unwrap();
+            let out = veer()
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(stdout.contains("ok"), "{stdout}");
             checked += 1;
         }
     }
-    assert!(checked >= 2, "the blue/green and canary examples are checked");
+    assert!(
+        checked >= 2,
+        "the blue/green and canary examples are checked"
+    );
 }
 
 #[test]
@@ -43,7 +55,11 @@ fn check_reports_every_error_with_its_place_and_exits_2() {
         "bad",
         "[pools.blue]\nservers = [\"not an address\"]\n\n[[routes]]\nname = \"web\"\nsplit = { blue = 0, purple = 5 }\n",
     );
-    let out = veer().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = veer()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
@@ -54,11 +70,18 @@ fn check_reports_every_error_with_its_place_and_exits_2() {
 
 #[test]
 fn check_and_run_refuse_a_missing_file_or_syntax_error_with_exit_2() {
-    let out = veer().args(["check", "--config", "/nonexistent/veer.toml"]).output().unwrap();
+    let out = veer()
+        .args(["check", "--config", "/nonexistent/veer.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/veer.toml"));
     let path = temp_config("syntax", "[pools.blue\nservers = []\n");
-    let out = veer().args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = veer()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:1:", path.display())), "{err}");
@@ -81,37 +104,148 @@ async fn sigterm_answers_the_request_in_flight_then_exits_0() {
             slow.addr
         ),
     );
+    let (mut child, addr) = spawn_run(&path);
+    let request = tokio::spawn(async move { common::get(addr, "/", &[]).await });
+    while slow.hits() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(&child, "-TERM");
+    let got = request.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, "slow\n");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Starts `veer run` on `path` and returns the child and the address it logged.
+fn spawn_run(path: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, addr, _) = spawn_run_with_log(path);
+    (child, addr)
+}
+
+/// As `spawn_run`, plus every later log line.
+fn spawn_run_with_log(
+    path: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut child = veer()
         .args(["run", "--config"])
-        .arg(&path)
+        .arg(path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("\"listening\"") {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let addr = v["fields"]["addr"].as_str().unwrap().to_string();
-                let _ = addr_tx.send(addr);
+                let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
             }
+            let _ = line_tx.send(line);
         }
     });
-    let addr: std::net::SocketAddr = addr_rx
+    let addr = addr_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("veer logs its address")
         .parse()
         .unwrap();
-    let request = tokio::spawn(async move { common::get(addr, "/", &[]).await });
-    while slow.hits() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    (child, addr, line_rx)
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request() {
+    let up = Upstream::named("app").await;
+    let path = temp_config(
+        "access",
+        &format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess = true\n\
+             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+            up.addr
+        ),
+    );
+    let (mut child, addr, lines) = spawn_run_with_log(&path);
+    assert_eq!(common::get(addr, "/hello?x=1", &[]).await.status, 200);
+    let mut access = Vec::new();
+    while access.is_empty() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("access lines");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["target"] == "veer::access" {
+            access.push(v["fields"].clone());
+        }
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let got = request.await.unwrap();
-    assert_eq!(got.status, 200);
-    assert_eq!(got.body, "slow\n");
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(access[0]["uri"], "/hello?x=1");
+    assert_eq!(access[0]["method"], "GET");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["route"], "web");
+    assert_eq!(access[0]["pool"], "app");
+    assert_eq!(access[0]["server"], up.addr.to_string());
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
+    let config = |split: &str| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+             [pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
+             [[routes]]\nname = \"web\"\nsplit = {split}\n",
+            blue.addr, green.addr
+        )
+    };
+    let path = temp_config("hup", &config("{ blue = 1, green = 0 }"));
+    let (mut child, addr) = spawn_run(&path);
+    assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
+
+    std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
+    signal(&child, "-HUP");
+    let mut switched = false;
+    for _ in 0..100 {
+        if common::get(addr, "/", &[]).await.body == "green\n" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(switched, "the reload took effect");
+
+    std::fs::write(&path, "[pools.green\nthis is not toml").unwrap();
+    signal(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        let got = common::get(addr, "/", &[]).await;
+        assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "green\n"));
+    }
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

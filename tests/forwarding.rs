@@ -68,8 +68,15 @@ async fn response_hop_by_hop_headers_are_removed_and_the_pool_header_is_opt_in()
     assert!(got.headers.get("x-internal").is_none());
     assert_eq!(got.headers["x-public"], "1");
     assert!(got.headers.get("x-veer-pool").is_none());
-    let exposed = start_veer(&one_pool(&[up.addr.to_string()], "[proxy]\nexpose_pool_header = true")).await;
-    assert_eq!(get(exposed.http_addr, "/", &[]).await.headers["x-veer-pool"], "app");
+    let exposed = start_veer(&one_pool(
+        &[up.addr.to_string()],
+        "[proxy]\nexpose_pool_header = true",
+    ))
+    .await;
+    assert_eq!(
+        get(exposed.http_addr, "/", &[]).await.headers["x-veer-pool"],
+        "app"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +89,11 @@ async fn a_refused_connection_is_502_and_a_slow_upstream_is_504() {
     assert_eq!(got.headers["content-type"], "text/plain; charset=utf-8");
 
     let slow = Upstream::slow("slow", Duration::from_secs(10)).await;
-    let veer = start_veer(&one_pool(&[slow.addr.to_string()], "[proxy]\nrequest_timeout = \"200ms\"")).await;
+    let veer = start_veer(&one_pool(
+        &[slow.addr.to_string()],
+        "[proxy]\nrequest_timeout = \"200ms\"",
+    ))
+    .await;
     let got = get(veer.http_addr, "/", &[]).await;
     assert_eq!(got.status, 504);
     assert_eq!(got.body, "gateway timeout\n");
@@ -108,12 +119,21 @@ async fn a_connect_failure_is_retried_on_another_server_of_the_pool() {
 async fn connect_timeout_bounds_a_connect_that_hangs() {
     // A listener with a full accept queue: the kernel drops further SYNs, so connects hang.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
             fillers.push(s);
         }
     }
@@ -123,7 +143,10 @@ async fn connect_timeout_bounds_a_connect_that_hangs() {
     ))
     .await;
     let got = get(veer.http_addr, "/", &[]).await;
-    assert_eq!(got.status, 502, "a connect timeout is a 502, not the request timeout's 504");
+    assert_eq!(
+        got.status, 502,
+        "a connect timeout is a 502, not the request timeout's 504"
+    );
     drop(socket);
 }
 
@@ -133,6 +156,7 @@ async fn a_100_mb_upload_and_download_round_trip_byte_for_byte() {
     let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 1600; // 100 MiB
+    let rss_before = rss_kib();
     let (tx, body) = mpsc_body();
     let sender = tokio::spawn(async move {
         for i in 0..CHUNKS {
@@ -165,6 +189,38 @@ async fn a_100_mb_upload_and_download_round_trip_byte_for_byte() {
     }
     assert_eq!(position, CHUNK * CHUNKS);
     sender.await.unwrap();
+    // Streamed, not buffered: the process (client, veer and upstream together) grew by far less
+    // than the 100 MiB that went through it each way.
+    let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 48, "RSS grew by {grown_mib} MiB");
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_second_veer_can_bind_the_same_port() {
+    let up = Upstream::named("app").await;
+    let first = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let text = format!(
+        "[listen]\nhttp = \"{}\"\n{}",
+        first.http_addr,
+        one_pool(&[up.addr.to_string()], "")
+    );
+    let second = veer::run::start(veer::config::from_toml(&text, "t.toml").unwrap())
+        .await
+        .expect("SO_REUSEPORT lets a new process bind while the old one serves");
+    assert_eq!(second.http_addr, first.http_addr);
+    first.shutdown();
+    assert!(first.wait().await);
+    // The old listener is gone; the new one answers on the same port.
+    assert_eq!(get(second.http_addr, "/", &[]).await.status, 200);
 }
 
 type StreamedBody = http_body_util::StreamBody<
@@ -176,7 +232,9 @@ fn mpsc_body() -> (tokio::sync::mpsc::Sender<Bytes>, StreamedBody) {
     use futures_util::StreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(hyper::body::Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok(hyper::body::Frame::data(b)), rx))
     })
     .boxed();
     (tx, http_body_util::StreamBody::new(stream))
@@ -200,7 +258,10 @@ async fn h2c_clients_are_served() {
             .unwrap();
         assert_eq!(resp.version(), http::Version::HTTP_2);
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "app\n");
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "app\n"
+        );
     }
     let h = up.headers();
     assert_eq!(h["via"], "2 veer");
@@ -213,10 +274,18 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
     let c = client();
     for _ in 0..50 {
-        assert_eq!(common::send(&c, veer.http_addr, "GET", "/", &[]).await.status, 200);
+        assert_eq!(
+            common::send(&c, veer.http_addr, "GET", "/", &[])
+                .await
+                .status,
+            200
+        );
     }
     let opened = up.connections.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(opened <= 2, "{opened} upstream connections for 50 sequential requests");
+    assert!(
+        opened <= 2,
+        "{opened} upstream connections for 50 sequential requests"
+    );
 }
 
 #[tokio::test]
@@ -264,13 +333,21 @@ async fn garbage_and_oversized_heads_get_400_and_431_and_veer_keeps_serving() {
     let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
     let garbage = raw_exchange(veer.http_addr, b"\x16\x03\x01 this is not http\r\n\r\n").await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
-    let bad_line = raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+    let bad_line = raw_exchange(
+        veer.http_addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    )
+    .await;
     assert!(bad_line.starts_with("HTTP/1.1 400"), "{bad_line:?}");
     let mut huge = b"GET / HTTP/1.1\r\nHost: x\r\nx-big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
     huge.extend_from_slice(b"\r\n\r\n");
     let oversized = raw_exchange(veer.http_addr, &huge).await;
-    assert!(oversized.starts_with("HTTP/1.1 431"), "{:?}", &oversized[..oversized.len().min(80)]);
+    assert!(
+        oversized.starts_with("HTTP/1.1 431"),
+        "{:?}",
+        &oversized[..oversized.len().min(80)]
+    );
     assert_eq!(get(veer.http_addr, "/", &[]).await.status, 200);
 }
 
@@ -284,14 +361,21 @@ async fn a_slow_request_head_is_cut_off_and_an_idle_connection_closed() {
     .await;
     // Slowloris: half a head, then nothing.
     let mut slow = TcpStream::connect(veer.http_addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "slow head closed: {closed:?}");
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "slow head closed: {closed:?}"
+    );
 
     // Keep-alive: one request, then idle until the connection is closed.
     let mut idle = TcpStream::connect(veer.http_addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut out)).await;
     assert!(read.is_ok(), "idle connection closed by veer");
@@ -301,9 +385,15 @@ async fn a_slow_request_head_is_cut_off_and_an_idle_connection_closed() {
 #[tokio::test]
 async fn over_max_connections_is_503() {
     let up = Upstream::named("app").await;
-    let veer = start_veer(&one_pool(&[up.addr.to_string()], "[proxy]\nmax_connections = 1")).await;
+    let veer = start_veer(&one_pool(
+        &[up.addr.to_string()],
+        "[proxy]\nmax_connections = 1",
+    ))
+    .await;
     let mut held = TcpStream::connect(veer.http_addr).await.unwrap();
-    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 256];
     let n = held.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -314,9 +404,12 @@ async fn over_max_connections_is_503() {
     // Once the held connection is gone, new ones are served again.
     let mut ok = false;
     for _ in 0..50 {
-        if raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .starts_with("HTTP/1.1 200")
+        if raw_exchange(
+            veer.http_addr,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .starts_with("HTTP/1.1 200")
         {
             ok = true;
             break;
@@ -329,7 +422,11 @@ async fn over_max_connections_is_503() {
 #[tokio::test]
 async fn a_drain_lets_the_request_in_flight_finish() {
     let slow = Upstream::slow("slow", Duration::from_millis(500)).await;
-    let veer = start_veer(&one_pool(&[slow.addr.to_string()], "[proxy]\nshutdown_grace = \"5s\"")).await;
+    let veer = start_veer(&one_pool(
+        &[slow.addr.to_string()],
+        "[proxy]\nshutdown_grace = \"5s\"",
+    ))
+    .await;
     let addr = veer.http_addr;
     let inflight = tokio::spawn(async move { get(addr, "/", &[]).await });
     while slow.hits() == 0 {
@@ -339,5 +436,8 @@ async fn a_drain_lets_the_request_in_flight_finish() {
     let got = inflight.await.unwrap();
     assert_eq!(got.status, 200);
     assert!(veer.wait().await, "drained within the grace period");
-    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

@@ -18,7 +18,10 @@ fn two_pools(blue: &Upstream, green: &Upstream, route: &str) -> String {
 
 #[tokio::test]
 async fn split_90_10_over_4000_requests_lands_within_3_points() {
-    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
     let veer = start_veer(&two_pools(
         &blue,
         &green,
@@ -37,7 +40,10 @@ async fn split_90_10_over_4000_requests_lands_within_3_points() {
 
 #[tokio::test]
 async fn the_same_hash_key_lands_in_the_same_pool_on_two_instances() {
-    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
     let cfg = two_pools(
         &blue,
         &green,
@@ -59,7 +65,10 @@ async fn the_same_hash_key_lands_in_the_same_pool_on_two_instances() {
 
 #[tokio::test]
 async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_back() {
-    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
     let make = |canary: u32| {
         two_pools(
             &blue,
@@ -103,16 +112,22 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
         previous = now;
     }
     assert_eq!(previous.len(), users.len(), "100% is everyone");
-    let table = veer::config::from_toml(&format!("[listen]\nhttp = \"127.0.0.1:0\"\n{}", make(0)), "t.toml")
-        .unwrap()
-        .table;
+    let table = veer::config::from_toml(
+        &format!("[listen]\nhttp = \"127.0.0.1:0\"\n{}", make(0)),
+        "t.toml",
+    )
+    .unwrap()
+    .table;
     veer.state.install(table);
     assert!(placement(veer.http_addr).await.is_empty(), "0% is no one");
 }
 
 #[tokio::test]
 async fn pins_by_header_cookie_and_source() {
-    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
     let veer = start_veer(&two_pools(
         &blue,
         &green,
@@ -145,15 +160,27 @@ pool = "green"
     assert_eq!(get(a, "/", &[]).await.body, "blue\n");
     assert_eq!(get(a, "/", &[("x-canary", "true")]).await.body, "green\n");
     assert_eq!(get(a, "/", &[("x-canary", "false")]).await.body, "blue\n");
-    assert_eq!(get(a, "/", &[("x-any-canary", "whatever")]).await.body, "green\n");
-    assert_eq!(get(a, "/", &[("cookie", "a=1; beta=yes")]).await.body, "green\n");
-    assert_eq!(get(a, "/", &[("cookie", "notbeta=yes")]).await.body, "blue\n");
+    assert_eq!(
+        get(a, "/", &[("x-any-canary", "whatever")]).await.body,
+        "green\n"
+    );
+    assert_eq!(
+        get(a, "/", &[("cookie", "a=1; beta=yes")]).await.body,
+        "green\n"
+    );
+    assert_eq!(
+        get(a, "/", &[("cookie", "notbeta=yes")]).await.body,
+        "blue\n"
+    );
     assert_eq!(get(a, "/internal/x", &[]).await.body, "green\n");
 }
 
 #[tokio::test]
 async fn routes_match_by_host_and_path_prefix_in_order() {
-    let (blue, green) = (Upstream::named("blue").await, Upstream::named("green").await);
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
     let veer = start_veer(&two_pools(
         &blue,
         &green,
@@ -172,10 +199,24 @@ split = { blue = 1 }
     ))
     .await;
     let a = veer.http_addr;
-    assert_eq!(get(a, "/v2/x", &[("host", "api.example.com")]).await.body, "green\n");
-    assert_eq!(get(a, "/v2/x", &[("host", "API.example.com:8080")]).await.body, "green\n");
-    assert_eq!(get(a, "/", &[("host", "eu.shop.example.com")]).await.body, "blue\n");
-    assert_eq!(get(a, "/", &[("host", "shop.example.com")]).await.body, "blue\n");
+    assert_eq!(
+        get(a, "/v2/x", &[("host", "api.example.com")]).await.body,
+        "green\n"
+    );
+    assert_eq!(
+        get(a, "/v2/x", &[("host", "API.example.com:8080")])
+            .await
+            .body,
+        "green\n"
+    );
+    assert_eq!(
+        get(a, "/", &[("host", "eu.shop.example.com")]).await.body,
+        "blue\n"
+    );
+    assert_eq!(
+        get(a, "/", &[("host", "shop.example.com")]).await.body,
+        "blue\n"
+    );
     let none = get(a, "/v1", &[("host", "api.example.com")]).await;
     assert_eq!(none.status, 404);
     assert_eq!(none.body, "no route\n");
@@ -205,33 +246,55 @@ sticky = {{ cookie = "veer_web", max_age = "10m" }}
     let first = get(a, "/", &[]).await;
     let set = first.headers["set-cookie"].to_str().unwrap().to_string();
     assert!(set.starts_with("veer_web="), "{set}");
-    assert!(set.contains("; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"), "{set}");
+    assert!(
+        set.contains("; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"),
+        "{set}"
+    );
     let pair = set.split(';').next().unwrap().to_string();
     for _ in 0..20 {
         let again = get(a, "/", &[("cookie", &pair)]).await;
         assert_eq!(again.body, first.body);
-        assert!(again.headers.get("set-cookie").is_none(), "no new cookie while it holds");
+        assert!(
+            again.headers.get("set-cookie").is_none(),
+            "no new cookie while it holds"
+        );
     }
     // Without the cookie, round robin spreads requests over all three.
     let spread = tally(30, |_| get(a, "/", &[])).await;
     assert_eq!(spread.len(), 3, "{spread:?}");
-    for garbage in ["veer_web=", "veer_web=zzzz", "veer_web=0000000000000000000000000000", "veer_web=é"] {
+    for garbage in [
+        "veer_web=",
+        "veer_web=zzzz",
+        "veer_web=0000000000000000000000000000",
+        "veer_web=é",
+    ] {
         let got = get(a, "/", &[("cookie", garbage)]).await;
         assert_eq!(got.status, 200, "{garbage}");
-        assert!(got.headers.contains_key("set-cookie"), "{garbage} is replaced");
+        assert!(
+            got.headers.contains_key("set-cookie"),
+            "{garbage} is replaced"
+        );
     }
 }
 
 #[tokio::test]
 async fn round_robin_spreads_evenly_and_least_request_avoids_the_busy_server() {
-    let ups = [Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await];
+    let ups = [
+        Upstream::named("a").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    ];
     let veer = start_veer(&format!(
         "[pools.p]\nservers = [\"{}\", \"{}\", \"{}\"]\nbalance = \"round_robin\"\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n",
         ups[0].addr, ups[1].addr, ups[2].addr
     ))
     .await;
     let counts = tally(30, |_| get(veer.http_addr, "/", &[])).await;
-    assert_eq!(counts.values().copied().collect::<Vec<_>>(), vec![10, 10, 10], "{counts:?}");
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10],
+        "{counts:?}"
+    );
 
     let busy = Upstream::slow("busy", Duration::from_secs(5)).await;
     let idle = Upstream::named("idle").await;

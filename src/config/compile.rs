@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use indexmap::IndexMap;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::parse;
 use super::raw::{
@@ -20,6 +19,7 @@ use super::validate::{valid_env_name, Env};
 use super::{
     AdminSettings, CertificatePair, Listen, LogFormat, LogSettings, Settings, TlsSettings,
 };
+use crate::route::hash;
 use crate::route::table::{
     Balance, HealthCheck, Mirror, Outlier, Pin, PinMatch, Pool, PoolId, ProxySettings, RolloutPlan,
     Route, Server, ServerId, SplitEntry, Sticky, Table, UpstreamTls, BUCKETS,
@@ -211,7 +211,7 @@ fn server(path: FieldPath, pool: &str, s: &RawServer) -> Res<Server> {
         addr: addr.into(),
         target,
         weight: s.weight().unwrap_or(1),
-        cookie_id: xxh3_64(format!("{pool}/{addr}").as_bytes()),
+        cookie_id: hash::server_cookie_id(pool, addr),
     })
 }
 
@@ -323,7 +323,7 @@ fn route(path: FieldPath, r: &RawRoute, pools: &Pools) -> Res<Route> {
         total_weight,
         pins,
         hash_key,
-        seed: xxh3_64(r.name.as_bytes()),
+        seed: hash::route_seed(&r.name),
         sticky: r
             .sticky
             .as_ref()

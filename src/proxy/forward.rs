@@ -144,9 +144,7 @@ async fn obtain(
 
 /// The `Set-Cookie` value for a sticky decision.
 pub fn sticky_cookie(snap: &Snapshot, decision: &Decision) -> Option<HeaderValue> {
-    let route = snap.table.route(decision.route);
-    let sticky = route.sticky.as_ref()?;
-    let server = &snap.table.pool(decision.pool).servers[usize::from(decision.server)];
-    let value = route::sticky::encode(route.seed, decision.bucket, server.cookie_id);
+    let sticky = snap.table.route(decision.route).sticky.as_ref()?;
+    let value = route::sticky_value(&snap.table, decision)?;
     Some(route::sticky::set_cookie_header(sticky, &value))
 }

@@ -17,7 +17,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers;
 use crate::route::{self, Refusal, RequestView};
-use crate::state::State;
+use crate::state::{Snapshot, State};
 
 #[derive(Debug, Clone)]
 pub struct ProxyService {
@@ -49,8 +49,8 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Response<RespBody> {
     let guard = ctx.activity.begin();
-    let started = state.access_log().then(Instant::now);
     let snap = state.snapshot();
+    let access = state.access_log().then(|| Access::start(&req));
     let client_upgrade =
         headers::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -62,48 +62,104 @@ async fn handle(
         random: rand::random(),
     };
     let decided = route::decide(&snap.table, &view, &snap.slots);
-    let method = started.map(|_| parts.method.clone());
-    let path = started.map(|_| parts.uri.clone());
-    let result = match decided {
-        Err(Refusal::NoRoute) => Err(ProxyError::NoRoute),
-        Err(Refusal::NoHealthyPool { .. }) => Err(ProxyError::NoHealthyServer),
+    let (resp, decision) = match decided {
+        Err(Refusal::NoRoute) => (ProxyError::NoRoute.to_response(), None),
+        Err(Refusal::NoHealthyPool { .. }) => (ProxyError::NoHealthyServer.to_response(), None),
         Ok(decision) => {
             let out = Outbound {
                 parts,
                 body,
                 client_upgrade,
             };
-            forward::forward(&snap, &decision, out, ctx)
-                .await
-                .map(|mut resp| {
-                    if decision.set_cookie {
-                        if let Some(cookie) = forward::sticky_cookie(&snap, &decision) {
-                            resp.headers_mut().append(header::SET_COOKIE, cookie);
-                        }
-                    }
-                    resp
-                })
-                .map_err(|e| (decision, e))
-                .map_err(|(d, e)| {
-                    tracing::debug!(route = %snap.table.route(d.route).name, pool = %snap.table.pool(d.pool).name, error = %e, "request failed");
-                    e
-                })
+            (
+                forward_decided(&snap, &decision, out, ctx).await,
+                Some(decision),
+            )
         }
     };
-    let resp = result.unwrap_or_else(|e| e.to_response());
-    if let (Some(started), Some(method), Some(uri)) = (started, method, path) {
-        tracing::info!(
-            target: "veer::access",
-            client = %ctx.peer.ip(),
-            method = %method,
-            uri = %uri,
-            status = resp.status().as_u16(),
-            millis = started.elapsed().as_millis() as u64,
-            "request"
-        );
+    if let Some(access) = access {
+        access.log(ctx, &snap, decision.as_ref(), resp.status());
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_guard(guard))
+}
+
+/// Forwards a decided request; adds the sticky cookie to a response, or turns a failure into
+/// its error response.
+async fn forward_decided(
+    snap: &Snapshot,
+    decision: &route::Decision,
+    out: Outbound,
+    ctx: &ConnContext,
+) -> Response<RespBody> {
+    match forward::forward(snap, decision, out, ctx).await {
+        Ok(mut resp) => {
+            if decision.set_cookie {
+                if let Some(cookie) = forward::sticky_cookie(snap, decision) {
+                    resp.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+            }
+            resp
+        }
+        Err(e) => {
+            tracing::debug!(
+                route = %snap.table.route(decision.route).name,
+                pool = %snap.table.pool(decision.pool).name,
+                error = %e,
+                "request failed"
+            );
+            e.to_response()
+        }
+    }
+}
+
+/// What the access log line needs from the request; taken only when the log is on.
+struct Access {
+    started: Instant,
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl Access {
+    fn start(req: &Request<Incoming>) -> Self {
+        Self {
+            started: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        }
+    }
+
+    fn log(
+        self,
+        ctx: &ConnContext,
+        snap: &Snapshot,
+        decision: Option<&route::Decision>,
+        status: http::StatusCode,
+    ) {
+        let (route, pool, server) = match decision {
+            Some(d) => {
+                let pool = snap.table.pool(d.pool);
+                (
+                    &*snap.table.route(d.route).name,
+                    &*pool.name,
+                    &*pool.servers[usize::from(d.server)].addr,
+                )
+            }
+            None => ("-", "-", "-"),
+        };
+        tracing::info!(
+            target: "veer::access",
+            client = %ctx.peer.ip(),
+            method = %self.method,
+            uri = %self.uri,
+            status = status.as_u16(),
+            route,
+            pool,
+            server,
+            head_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
 }
 
 /// The request's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.

@@ -62,28 +62,29 @@ pub fn header_matches(headers: &HeaderMap, name: &HeaderName, equals: Option<&[u
 }
 
 /// The value of the first cookie called `name` over every `Cookie` header, in order. Pairs are
-/// `a=1; b=2`; spaces around names and values are trimmed and a double-quoted value is
-/// unquoted. A header that is not UTF-8, or a pair without `=`, is skipped.
+/// `a=1; b=2`; ASCII spaces around names and values are trimmed and a double-quoted value is
+/// unquoted. A pair without `=`, or whose value is not UTF-8, is skipped. Scans bytes and
+/// validates only the value it returns: this runs several times per request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .find_map(|line| cookie_in(line, name))
+        .find_map(|v| cookie_in(v.as_bytes(), name.as_bytes()))
 }
 
-fn cookie_in<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split(';').find_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        if n.trim() != name {
+fn cookie_in<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a str> {
+    line.split(|&b| b == b';').find_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (n, v) = (&pair[..eq], &pair[eq + 1..]);
+        if n.trim_ascii() != name {
             return None;
         }
-        let v = v.trim();
-        Some(
-            v.strip_prefix('"')
-                .and_then(|q| q.strip_suffix('"'))
-                .unwrap_or(v),
-        )
+        let v = v.trim_ascii();
+        let v = v
+            .strip_prefix(b"\"")
+            .and_then(|q| q.strip_suffix(b"\""))
+            .unwrap_or(v);
+        std::str::from_utf8(v).ok()
     })
 }
 
@@ -225,10 +226,11 @@ mod tests {
     #[test]
     fn cookie_edge_cases() {
         let h = headers(&[
-            ("cookie", b"\xff\xfe=1; x=bad"),
-            ("cookie", b";;novalue; =empty; e=; f==g; x=good"),
+            ("cookie", b"\xff\xfe=1; y=\xff; x=first"),
+            ("cookie", b";;novalue; =empty; e=; f==g; x=second; y=ok"),
         ]);
-        assert_eq!(cookie(&h, "x"), Some("good"));
+        assert_eq!(cookie(&h, "x"), Some("first"));
+        assert_eq!(cookie(&h, "y"), Some("ok"));
         assert_eq!(cookie(&h, "novalue"), None);
         assert_eq!(cookie(&h, ""), Some("empty"));
         assert_eq!(cookie(&h, "e"), Some(""));

@@ -22,11 +22,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
-pub type Handler =
-    Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 pub fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into()).map_err(|never| match never {}).boxed()
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An in-process upstream server: counts requests and keeps the last request's headers.
@@ -71,7 +74,10 @@ impl Upstream {
         Self::with(Arc::new(|req: Request<Incoming>| {
             Box::pin(async move {
                 let body = req.into_body().boxed();
-                Response::builder().header("x-server", "echo").body(body).unwrap()
+                Response::builder()
+                    .header("x-server", "echo")
+                    .body(body)
+                    .unwrap()
             })
         }))
         .await
@@ -89,7 +95,9 @@ impl Upstream {
         let state = up.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 state.connections.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
                 let handler = Arc::clone(&handler);
@@ -115,7 +123,11 @@ impl Upstream {
     }
 
     pub fn headers(&self) -> HeaderMap {
-        self.last_headers.lock().unwrap().clone().unwrap_or_default()
+        self.last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
     }
 }
 
