@@ -5,10 +5,14 @@
 //! owns listeners and connections; `state` holds the shared handles; `run` ties them together
 //! for the CLI; `demo` is the embedded default.
 
+pub mod admin;
 pub mod config;
+pub mod control;
 pub mod conn;
+pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod route;

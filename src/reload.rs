@@ -1,21 +1,42 @@
-//! SIGHUP: re-read the config file and install its table. A file with any error leaves the
-//! running table serving, and the errors are logged with `file:line:col`. Settings that only a
-//! restart can change (listeners) are reported, not silently ignored.
+//! Config reloads: on SIGHUP, and with `admin.watch` whenever the file's content changes. The
+//! file is read and handed to `control`, the one change path; a file with any error leaves the
+//! running table serving, and every error is logged with `file:line:col`. Settings only a
+//! restart can change (listeners, admin, workers) are reported, not silently ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::{self, Settings};
-use crate::state::State;
+use crate::control::{self, Control};
 
-/// Reloads `path` on every SIGHUP until `stop` turns true.
-pub async fn on_sighup(
+/// How often `admin.watch` looks at the file.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What set a reload off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Sighup,
+    Watch,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Sighup => "sighup",
+            Source::Watch => "watch",
+        }
+    }
+}
+
+/// Reloads `path` on every SIGHUP (and on content changes with `admin.watch`) until `stop`.
+pub async fn run(
     path: PathBuf,
     started: Settings,
-    state: Arc<State>,
+    control: Arc<Control>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut hup = match signal(SignalKind::hangup()) {
@@ -25,58 +46,72 @@ pub async fn on_sighup(
             return;
         }
     };
+    let watching = started.admin.as_ref().is_some_and(|a| a.watch);
+    let mut seen = content_hash(&path);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tokio::select! {
             got = hup.recv() => {
                 if got.is_none() {
                     return;
                 }
-                reload(&path, &started, &state);
+                seen = content_hash(&path);
+                reload(&path, &started, &control, Source::Sighup).await;
+            }
+            _ = tick.tick(), if watching => {
+                let now = content_hash(&path);
+                if now != seen && now.is_some() {
+                    seen = now;
+                    reload(&path, &started, &control, Source::Watch).await;
+                }
             }
             _ = stop.changed() => return,
         }
     }
 }
 
-fn reload(path: &Path, started: &Settings, state: &State) {
-    match config::load(path) {
-        Ok(compiled) => {
-            for change in restart_needed(started, &compiled.settings) {
-                tracing::warn!(
-                    "{change} changed in {}: takes effect after a restart",
-                    path.display()
-                );
-            }
-            state.set_access_log(compiled.settings.log.access);
-            let version = state.install(compiled.table);
-            tracing::info!(version, file = %path.display(), "config reloaded");
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!("reload failed: {e}");
-            }
-            tracing::error!(file = %path.display(), "reload failed; the running config stays");
-        }
-    }
+fn content_hash(path: &Path) -> Option<u64> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
-/// Settings fixed at start that differ in the new file.
-pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.listen != new.listen {
-        out.push("listen");
+/// Reads, validates and installs `path`; `true` when the new table is serving.
+pub async fn reload(path: &Path, started: &Settings, control: &Arc<Control>, source: Source) -> bool {
+    let compiled = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(?source, "reload failed: {e}");
+            }
+            tracing::error!(file = %path.display(), "reload failed; the running config stays");
+            crate::metrics::config_reload(source.label(), false);
+            return false;
+        }
+    };
+    for change in control::restart_needed(started, &compiled.settings) {
+        tracing::warn!(
+            "{change} changed in {}: takes effect after a restart",
+            path.display()
+        );
     }
-    if old.tls != new.tls {
-        out.push("tls");
+    let control = Arc::clone(control);
+    let raw = compiled.raw;
+    let applied = tokio::task::spawn_blocking(move || control.reload(raw)).await;
+    let ok = matches!(applied, Ok(Ok(_)));
+    crate::metrics::config_reload(source.label(), ok);
+    match applied {
+        Ok(Ok(version)) => {
+            tracing::info!(version, ?source, file = %path.display(), "config reloaded");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(?source, file = %path.display(), "reload failed; the running config stays: {e}");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload task failed");
+            false
+        }
     }
-    if old.admin != new.admin {
-        out.push("admin");
-    }
-    if old.workers != new.workers {
-        out.push("proxy.workers");
-    }
-    if old.log.level != new.log.level || old.log.format != new.log.format {
-        out.push("log.level/log.format");
-    }
-    out
 }

@@ -9,15 +9,23 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, Admin};
 use crate::config::Compiled;
+use crate::control::{Control, StateFileError};
 use crate::state::State;
 use crate::{reload, server};
 
 /// Why veer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} (listen.http): {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr} ({field}): {source}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -26,7 +34,10 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where the admin API listens, when `[admin]` is configured.
+    pub admin_addr: Option<SocketAddr>,
     pub state: Arc<State>,
+    pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<io::Result<bool>>,
 }
@@ -48,26 +59,65 @@ impl Running {
     }
 }
 
-/// Binds and serves `compiled` on the current tokio runtime.
+/// Binds and serves `compiled` on the current tokio runtime, with the runtime state saved in
+/// `admin.state_file` laid over it.
 pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
     if let Some(problem) = unsupported(&compiled).into_iter().next() {
         return Err(StartError::Unsupported(problem));
     }
-    let addr = compiled.settings.listen.http;
-    let listener = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let state = Arc::new(State::new(compiled.table));
-    state.set_access_log(compiled.settings.log.access);
+    let settings = compiled.settings.clone();
+    let listener = bind("listen.http", settings.listen.http)?;
+    let http_addr = local_addr("listen.http", &listener, settings.listen.http)?;
+    let admin_listener = match &settings.admin {
+        Some(a) => Some(bind("admin.listen", a.listen)?),
+        None => None,
+    };
+    let control = Arc::new(Control::start(compiled)?);
+    let state = Arc::clone(control.state());
     let (shutdown, rx) = watch::channel(false);
+    let admin_addr = match (admin_listener, &settings.admin) {
+        (Some(listener), Some(a)) => {
+            let addr = local_addr("admin.listen", &listener, a.listen)?;
+            let admin = Arc::new(Admin {
+                control: Arc::clone(&control),
+                token: a.token.clone(),
+                draining: shutdown.subscribe(),
+            });
+            tokio::spawn(admin::serve(listener, admin));
+            tracing::info!(addr = %addr, "admin API listening");
+            Some(addr)
+        }
+        _ => None,
+    };
     let task = tokio::spawn(server::serve(listener, Arc::clone(&state), rx));
     tracing::info!(addr = %http_addr, "listening");
     Ok(Running {
         http_addr,
+        admin_addr,
         state,
+        control,
         shutdown,
         task,
+    })
+}
+
+fn bind(field: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    server::bind(addr).map_err(|source| StartError::Bind {
+        field,
+        addr,
+        source,
+    })
+}
+
+fn local_addr(
+    field: &'static str,
+    listener: &tokio::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        field,
+        addr,
+        source,
     })
 }
 
@@ -92,9 +142,6 @@ pub fn unsupported(compiled: &Compiled) -> Vec<String> {
 /// Configured features this version accepts but does not act on yet; logged at start.
 pub fn inactive(compiled: &Compiled) -> Vec<String> {
     let mut out = Vec::new();
-    if compiled.settings.admin.is_some() {
-        out.push("[admin]: the admin API is not served by this version".to_string());
-    }
     for pool in &compiled.table.pools {
         if pool.health.is_some() {
             out.push(format!(
@@ -149,7 +196,7 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
     let settings = compiled.settings.clone();
     let running = match start(compiled).await {
         Ok(r) => r,
-        Err(e @ StartError::Unsupported(_)) => {
+        Err(e @ (StartError::Unsupported(_) | StartError::StateFile(_))) => {
             tracing::error!("{e}");
             return 2;
         }
@@ -158,10 +205,10 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
             return 1;
         }
     };
-    let reloader = tokio::spawn(reload::on_sighup(
+    let reloader = tokio::spawn(reload::run(
         path,
         settings,
-        Arc::clone(&running.state),
+        Arc::clone(&running.control),
         running.shutdown_signal(),
     ));
     if let Err(e) = stop_signal().await {

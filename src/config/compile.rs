@@ -148,6 +148,7 @@ fn admin(a: &RawAdmin, env: Env<'_>) -> Res<AdminSettings> {
         listen,
         token,
         state_file: a.state_file.clone(),
+        watch: a.watch.unwrap_or(false),
     })
 }
 

@@ -70,6 +70,8 @@ pub struct AdminSettings {
     /// Resolved: `token`, or the value of the variable named by `token_env`.
     pub token: Option<String>,
     pub state_file: Option<PathBuf>,
+    /// Reload when the config file's content changes, without a signal.
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -72,6 +72,10 @@ pub struct RawAdmin {
     pub token_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// Poll the config file's content and reload when it changes (a Kubernetes ConfigMap
+    /// update needs no signal). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<bool>,
 }
 
 /// `[proxy]`: every field defaults to `route::table::ProxySettings::default()`.

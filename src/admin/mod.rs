@@ -1,0 +1,28 @@
+//! The operator surface on `admin.listen`: the JSON API (`api`), and the probes `/healthz` and
+//! `/readyz`. Every change goes through `control`; this room only parses, authorises and
+//! answers.
+
+pub mod api;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::control::Control;
+
+/// What the admin listener needs.
+#[derive(Debug)]
+pub struct Admin {
+    pub control: Arc<Control>,
+    /// `Authorization: Bearer <token>` is required when set.
+    pub token: Option<String>,
+    /// Turns true when the proxy starts draining: `/readyz` answers 503 from then on.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// Serves the admin API on `listener` until the process ends (it keeps answering while the
+/// proxy drains, so that `/readyz` can say so).
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    api::serve(listener, admin).await
+}

@@ -1,0 +1,662 @@
+//! The one change path: every change — an admin API call, a SIGHUP reload, a rollout step —
+//! goes validate → compile → persist → swap, under one lock, against one version. Owns the
+//! runtime state laid over the config file (splits, drains, rollout states) and its state file.
+//! Never touches a request: the hot path only ever sees the table this installs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Compiled, ConfigError, ConfigErrors, RawConfig, Settings};
+use crate::state::State;
+
+/// A change asked for by an operator (or, later, the rollout driver).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Set a route's weights. Pools already in the split keep their order (so the ramp keeps
+    /// users in place); pools left out get weight 0; new pools are appended.
+    Split {
+        route: String,
+        weights: IndexMap<String, u32>,
+    },
+    /// 100% to one pool (a blue/green switch).
+    Promote { route: String, pool: String },
+    /// 100% to the rollout's `stable` pool, or the split's first pool.
+    Rollback { route: String },
+    /// Stop (or resume) sending new requests to one server.
+    Drain {
+        pool: String,
+        addr: String,
+        drain: bool,
+    },
+    /// Drive a route's rollout plan.
+    Rollout { route: String, action: RolloutAction },
+    /// Replace the whole config (`PUT /api/v1/config`).
+    Replace(Box<RawConfig>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    Start,
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RolloutState {
+    Idle,
+    Progressing { step: usize },
+    Paused { step: usize },
+    Promoted,
+    RolledBack { reason: String },
+}
+
+/// A rollout's state and what happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub state: RolloutState,
+    #[serde(default)]
+    pub history: Vec<RolloutEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub event: String,
+}
+
+/// Why a change was not applied. Nothing of it is applied, whichever it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("version {expected} is stale: the running version is {current}")]
+    Stale { expected: u64, current: u64 },
+    #[error("invalid change: {0}")]
+    Invalid(ConfigErrors),
+    #[error("cannot persist the change to {path}: {message}")]
+    Persist { path: String, message: String },
+}
+
+impl ControlError {
+    fn invalid(path: &str, message: impl Into<String>) -> Self {
+        ControlError::Invalid(ConfigErrors(vec![ConfigError {
+            location: None,
+            path: path.to_string(),
+            message: message.into(),
+        }]))
+    }
+}
+
+/// Why veer could not take up its saved runtime state at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read the state file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the state file {path} is corrupt ({message}); move it away to start from the config file alone")]
+    Corrupt { path: String, message: String },
+    #[error("the state file {path} no longer fits the config: {errors}")]
+    Invalid { path: String, errors: ConfigErrors },
+}
+
+/// What is saved in `admin.state_file`: the runtime changes laid over the config file, each
+/// with a fingerprint of the file's definition it was made against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// The table version last installed: versions stay monotonic across restarts.
+    pub version: u64,
+    /// A whole config set through the API, and the file it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Replaced>,
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub routes: IndexMap<String, RouteRuntime>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drains: Vec<DrainRuntime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replaced {
+    /// Fingerprint of the config file this replaced; a changed file wins.
+    pub file: String,
+    pub config: RawConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRuntime {
+    /// Fingerprint of the route's definition the change was made against.
+    pub base: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<IndexMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRuntime {
+    pub pool: String,
+    pub addr: String,
+    /// Fingerprint of the pool's definition the drain was made against.
+    pub base: String,
+}
+
+/// The change path and what it keeps.
+#[derive(Debug)]
+pub struct Control {
+    state: Arc<State>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The config as last read from the file (or given at start).
+    file: RawConfig,
+    runtime: Runtime,
+    state_file: Option<PathBuf>,
+    /// The config in force: the file (or its API replacement) with the runtime laid over it.
+    effective: Compiled,
+}
+
+impl Control {
+    /// Takes up `compiled` (from the config file) with the runtime state saved in
+    /// `admin.state_file`, if any, and starts serving the result. A state file that cannot be
+    /// read or parsed is an error, never silently dropped.
+    pub fn start(compiled: Compiled) -> Result<Self, StateFileError> {
+        let state_file = compiled
+            .settings
+            .admin
+            .as_ref()
+            .and_then(|a| a.state_file.clone());
+        let runtime = match &state_file {
+            Some(path) => read_state_file(path)?,
+            None => Runtime::default(),
+        };
+        let file = compiled.raw.clone();
+        let (runtime, effective) = match settle(&file, runtime) {
+            Ok(settled) => settled,
+            Err(errors) => {
+                return Err(StateFileError::Invalid {
+                    path: state_file.map(|p| p.display().to_string()).unwrap_or_default(),
+                    errors,
+                })
+            }
+        };
+        let mut table = effective.table.clone();
+        table.version = runtime.version.max(1);
+        let state = Arc::new(State::new(table));
+        state.set_access_log(effective.settings.log.access);
+        let control = Self {
+            state,
+            inner: Mutex::new(Inner {
+                file,
+                runtime,
+                state_file,
+                effective,
+            }),
+        };
+        control.apply_drains(&control.lock());
+        crate::metrics::handle();
+        crate::metrics::table_installed(&control.state.snapshot().table);
+        Ok(control)
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// The running version (the `ETag`).
+    pub fn version(&self) -> u64 {
+        self.state.snapshot().table.version
+    }
+
+    /// The config in force and its version.
+    pub fn effective(&self) -> (Compiled, u64) {
+        let inner = self.lock();
+        (inner.effective.clone(), self.version())
+    }
+
+    /// The runtime state (rollout states, drains, splits set at runtime).
+    pub fn runtime(&self) -> Runtime {
+        self.lock().runtime.clone()
+    }
+
+    /// Applies `change` if `expect` (an `If-Match` version) is absent or current. Blocking: it
+    /// writes the state file; async callers run it on a blocking thread.
+    pub fn apply(&self, change: Change, expect: Option<u64>) -> Result<u64, ControlError> {
+        let inner = self.lock();
+        let current = self.version();
+        if let Some(expected) = expect.filter(|&e| e != current) {
+            return Err(ControlError::Stale { expected, current });
+        }
+        let mut runtime = inner.runtime.clone();
+        let base = base_config(&inner.file, &runtime);
+        change_runtime(&mut runtime, &base, &inner.file, change)?;
+        self.commit(inner, runtime)
+    }
+
+    /// A new config file (SIGHUP or the file watch): runtime changes whose route or pool
+    /// definition changed in the file are dropped (the file wins); the rest stay.
+    pub fn reload(&self, file: RawConfig) -> Result<u64, ControlError> {
+        let mut inner = self.lock();
+        let runtime = inner.runtime.clone();
+        let (runtime, compiled) = settle(&file, runtime).map_err(ControlError::Invalid)?;
+        let previous = std::mem::replace(&mut inner.file, file);
+        match self.commit_compiled(&mut inner, runtime, compiled) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                inner.file = previous;
+                Err(e)
+            }
+        }
+    }
+
+    fn commit(&self, mut inner: MutexGuard<'_, Inner>, runtime: Runtime) -> Result<u64, ControlError> {
+        let effective = effective_config(&inner.file, &runtime);
+        let compiled = config::from_raw(effective).map_err(ControlError::Invalid)?;
+        self.commit_compiled(&mut inner, runtime, compiled)
+    }
+
+    /// Persist, then swap. The lock is held throughout, so two writers never both win.
+    fn commit_compiled(
+        &self,
+        inner: &mut Inner,
+        mut runtime: Runtime,
+        compiled: Compiled,
+    ) -> Result<u64, ControlError> {
+        let version = self.version() + 1;
+        runtime.version = version;
+        if let Some(path) = &inner.state_file {
+            write_state_file(path, &runtime).map_err(|e| ControlError::Persist {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        inner.runtime = runtime;
+        inner.effective = compiled.clone();
+        self.state.set_access_log(compiled.settings.log.access);
+        let installed = self.state.install(compiled.table);
+        self.apply_drains(inner);
+        crate::metrics::table_installed(&self.state.snapshot().table);
+        Ok(installed)
+    }
+
+    /// Sets every server's drain flag from the runtime state.
+    fn apply_drains(&self, inner: &Inner) {
+        let snap = self.state.snapshot();
+        for (p, pool) in snap.table.pools.iter().enumerate() {
+            for (s, server) in pool.servers.iter().enumerate() {
+                let drained = inner
+                    .runtime
+                    .drains
+                    .iter()
+                    .any(|d| *d.pool == *pool.name && *d.addr == *server.addr);
+                let (Ok(p), Ok(s)) = (u16::try_from(p), u16::try_from(s)) else {
+                    continue;
+                };
+                snap.slots.server(p, s).set_draining(drained);
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Drops runtime entries made against definitions that changed, and compiles the result.
+fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled), ConfigErrors> {
+    if let Some(replaced) = &runtime.config {
+        if replaced.file != fingerprint(file) {
+            runtime.config = None;
+            runtime.routes.clear();
+            runtime.drains.clear();
+        }
+    }
+    let base = base_config(file, &runtime);
+    runtime.routes.retain(|name, entry| {
+        base.routes
+            .iter()
+            .any(|r| r.name == *name && fingerprint(r) == entry.base)
+    });
+    runtime.drains.retain(|d| {
+        base.pools.get(&d.pool).is_some_and(|pool| {
+            fingerprint(pool) == d.base && pool.servers.iter().any(|s| s.addr() == d.addr)
+        })
+    });
+    let compiled = config::from_raw(effective_config(file, &runtime))?;
+    Ok((runtime, compiled))
+}
+
+/// The config runtime changes are laid over: the file, or the config the API replaced it with.
+fn base_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
+    match &runtime.config {
+        Some(replaced) => replaced.config.clone(),
+        None => file.clone(),
+    }
+}
+
+/// The base config with the runtime's splits laid over it.
+fn effective_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
+    let mut config = base_config(file, runtime);
+    for route in &mut config.routes {
+        if let Some(split) = runtime.routes.get(&route.name).and_then(|r| r.split.as_ref()) {
+            route.split = split.clone();
+        }
+    }
+    config
+}
+
+/// A stable fingerprint of a definition: xxh3 of its JSON, as 16 hex digits.
+pub fn fingerprint<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
+}
+
+fn change_runtime(
+    runtime: &mut Runtime,
+    base: &RawConfig,
+    file: &RawConfig,
+    change: Change,
+) -> Result<(), ControlError> {
+    match change {
+        Change::Split { route, weights } => {
+            let current = current_split(runtime, base, &route)?;
+            let split = merge_split(&current, &weights);
+            route_entry(runtime, base, &route)?.split = Some(split);
+        }
+        Change::Promote { route, pool } => {
+            if !base.pools.contains_key(&pool) {
+                return Err(ControlError::NotFound(format!("no pool named {pool:?}")));
+            }
+            let current = current_split(runtime, base, &route)?;
+            let split = only(&current, &pool);
+            route_entry(runtime, base, &route)?.split = Some(split);
+        }
+        Change::Rollback { route } => {
+            let current = current_split(runtime, base, &route)?;
+            let def = find_route(base, &route)?;
+            let stable = match &def.rollout {
+                Some(plan) => plan.stable.clone(),
+                None => current.keys().next().cloned().unwrap_or_default(),
+            };
+            let entry = route_entry(runtime, base, &route)?;
+            entry.split = Some(only(&current, &stable));
+            if let Some(status) = entry.rollout.as_mut() {
+                if matches!(status.state, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) {
+                    status.record(RolloutState::RolledBack {
+                        reason: "rolled back by an operator".into(),
+                    });
+                }
+            }
+        }
+        Change::Drain { pool, addr, drain } => {
+            let def = base
+                .pools
+                .get(&pool)
+                .ok_or_else(|| ControlError::NotFound(format!("no pool named {pool:?}")))?;
+            if !def.servers.iter().any(|s| s.addr() == addr) {
+                return Err(ControlError::NotFound(format!(
+                    "pool {pool:?} has no server {addr:?}"
+                )));
+            }
+            runtime.drains.retain(|d| !(d.pool == pool && d.addr == addr));
+            if drain {
+                let base = fingerprint(def);
+                runtime.drains.push(DrainRuntime { pool, addr, base });
+            }
+        }
+        Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
+        Change::Replace(config) => {
+            runtime.config = Some(Replaced {
+                file: fingerprint(file),
+                config: *config,
+            });
+            runtime.routes.clear();
+            let new_base = base_config(file, runtime);
+            runtime.drains.retain(|d| {
+                new_base.pools.get(&d.pool).is_some_and(|p| {
+                    p.servers.iter().any(|s| s.addr() == d.addr)
+                })
+            });
+            for d in &mut runtime.drains {
+                if let Some(p) = new_base.pools.get(&d.pool) {
+                    d.base = fingerprint(p);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find_route<'a>(base: &'a RawConfig, route: &str) -> Result<&'a config::RawRoute, ControlError> {
+    base.routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| ControlError::NotFound(format!("no route named {route:?}")))
+}
+
+/// The route's split as it runs now.
+fn current_split(
+    runtime: &Runtime,
+    base: &RawConfig,
+    route: &str,
+) -> Result<IndexMap<String, u32>, ControlError> {
+    let def = find_route(base, route)?;
+    Ok(runtime
+        .routes
+        .get(route)
+        .and_then(|r| r.split.clone())
+        .unwrap_or_else(|| def.split.clone()))
+}
+
+/// The runtime entry of a route, created against its current definition.
+fn route_entry<'a>(
+    runtime: &'a mut Runtime,
+    base: &RawConfig,
+    route: &str,
+) -> Result<&'a mut RouteRuntime, ControlError> {
+    let def = find_route(base, route)?;
+    let fp = fingerprint(def);
+    Ok(runtime
+        .routes
+        .entry(route.to_string())
+        .or_insert_with(|| RouteRuntime {
+            base: fp,
+            split: None,
+            rollout: None,
+        }))
+}
+
+/// New weights over the current order: listed pools take their weight, unlisted ones 0, new
+/// ones go at the end in the order given.
+fn merge_split(current: &IndexMap<String, u32>, weights: &IndexMap<String, u32>) -> IndexMap<String, u32> {
+    let mut out: IndexMap<String, u32> = current
+        .keys()
+        .map(|k| (k.clone(), weights.get(k).copied().unwrap_or(0)))
+        .collect();
+    for (k, w) in weights {
+        out.entry(k.clone()).or_insert(*w);
+    }
+    out
+}
+
+/// Everything to `pool`, order kept.
+fn only(current: &IndexMap<String, u32>, pool: &str) -> IndexMap<String, u32> {
+    let mut weights = IndexMap::new();
+    weights.insert(pool.to_string(), 100);
+    merge_split(current, &weights)
+}
+
+fn rollout(
+    runtime: &mut Runtime,
+    base: &RawConfig,
+    route: &str,
+    action: RolloutAction,
+) -> Result<(), ControlError> {
+    let def = find_route(base, route)?;
+    let Some(plan) = def.rollout.clone() else {
+        return Err(ControlError::invalid(
+            "rollout",
+            format!("route {route:?} has no [routes.rollout] plan"),
+        ));
+    };
+    let current = current_split(runtime, base, route)?;
+    let entry = route_entry(runtime, base, route)?;
+    let state = entry
+        .rollout
+        .as_ref()
+        .map_or(RolloutState::Idle, |s| s.state.clone());
+    let percent = |step: usize| plan.steps.get(step).copied().unwrap_or(100);
+    let (next, split) = match (action, &state) {
+        (RolloutAction::Start, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => {
+            return Err(ControlError::invalid("rollout", "the rollout is already under way"))
+        }
+        (RolloutAction::Start, _) => (
+            RolloutState::Progressing { step: 0 },
+            Some(canary_split(&current, &plan.stable, &plan.canary, percent(0))),
+        ),
+        (RolloutAction::Pause, RolloutState::Progressing { step }) => {
+            (RolloutState::Paused { step: *step }, None)
+        }
+        (RolloutAction::Resume, RolloutState::Paused { step }) => {
+            (RolloutState::Progressing { step: *step }, None)
+        }
+        (RolloutAction::Abort, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => (
+            RolloutState::RolledBack {
+                reason: "aborted by an operator".into(),
+            },
+            Some(canary_split(&current, &plan.stable, &plan.canary, 0)),
+        ),
+        (action, state) => {
+            return Err(ControlError::invalid(
+                "rollout",
+                format!("cannot {action:?} a rollout that is {}", state.name()).to_lowercase(),
+            ))
+        }
+    };
+    if let Some(split) = split {
+        entry.split = Some(split);
+    }
+    entry
+        .rollout
+        .get_or_insert_with(|| RolloutStatus {
+            state: RolloutState::Idle,
+            history: Vec::new(),
+        })
+        .record(next);
+    Ok(())
+}
+
+/// `canary` at `percent`, `stable` at the rest, every other pool of the split at 0.
+fn canary_split(
+    current: &IndexMap<String, u32>,
+    stable: &str,
+    canary: &str,
+    percent: u32,
+) -> IndexMap<String, u32> {
+    let mut weights = IndexMap::new();
+    weights.insert(stable.to_string(), 100 - percent.min(100));
+    weights.insert(canary.to_string(), percent.min(100));
+    merge_split(current, &weights)
+}
+
+impl RolloutState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutState::Idle => "idle",
+            RolloutState::Progressing { .. } => "progressing",
+            RolloutState::Paused { .. } => "paused",
+            RolloutState::Promoted => "promoted",
+            RolloutState::RolledBack { .. } => "rolled_back",
+        }
+    }
+}
+
+impl RolloutStatus {
+    fn record(&mut self, state: RolloutState) {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let event = match &state {
+            RolloutState::Progressing { step } => format!("progressing (step {step})"),
+            RolloutState::Paused { step } => format!("paused (step {step})"),
+            RolloutState::RolledBack { reason } => format!("rolled back: {reason}"),
+            other => other.name().to_string(),
+        };
+        self.history.push(RolloutEvent { at, event });
+        self.state = state;
+    }
+}
+
+fn read_state_file(path: &Path) -> Result<Runtime, StateFileError> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Runtime::default()),
+        Err(source) => return Err(StateFileError::Read { path: shown, source }),
+    };
+    serde_json::from_str(&text).map_err(|e| StateFileError::Corrupt {
+        path: shown,
+        message: e.to_string(),
+    })
+}
+
+/// Writes the state file so that a crash leaves the old or the new one whole: a temporary
+/// file in the same directory, fsync, rename over the old, fsync of the directory.
+fn write_state_file(path: &Path, runtime: &Runtime) -> std::io::Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec_pretty(runtime).map_err(std::io::Error::other)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "veer-state".into());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
+/// The settings of a newly read file that only a restart can apply.
+pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    if old.tls != new.tls {
+        out.push("tls");
+    }
+    if old.admin != new.admin {
+        out.push("admin");
+    }
+    if old.workers != new.workers {
+        out.push("proxy.workers");
+    }
+    if old.log.level != new.log.level || old.log.format != new.log.format {
+        out.push("log.level/log.format");
+    }
+    out
+}

@@ -1,0 +1,1 @@
+//! `veer ctl`: the admin API's command-line client.

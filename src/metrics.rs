@@ -1,0 +1,45 @@
+//! Metric names (SPEC.md's `veer_` set) and the Prometheus exporter. The recorder is installed
+//! once per process, on first use; `/metrics` renders it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const CONFIG_VERSION: &str = "veer_config_version";
+pub const CONFIG_RELOADS: &str = "veer_config_reloads_total";
+pub const ROUTE_WEIGHT: &str = "veer_route_weight_percent";
+
+/// The process's Prometheus handle, installing the recorder the first time.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program's): then this
+        // handle renders nothing of veer's, which is the embedder's choice.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Counts a config change attempt: `source` is `sighup`, `watch` or `api`.
+pub fn config_reload(source: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(CONFIG_RELOADS, "source" => source, "result" => result).increment(1);
+}
+
+/// Publishes the installed table: its version and each route's weights in percent.
+pub fn table_installed(table: &crate::route::Table) {
+    metrics::gauge!(CONFIG_VERSION).set(table.version as f64);
+    for route in &table.routes {
+        for entry in &route.split {
+            let percent = f64::from(entry.weight) * 100.0 / f64::from(route.total_weight.max(1));
+            metrics::gauge!(
+                ROUTE_WEIGHT,
+                "route" => route.name.to_string(),
+                "pool" => table.pool(entry.pool).name.to_string()
+            )
+            .set(percent);
+        }
+    }
+}
