@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,12 +48,28 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 /// What a connection is doing, for its watchdog: requests being served, when the last one
 /// ended, and when the bytes of a new request head began to arrive.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicU32,
     /// Milliseconds since the process clock's origin, +1 (0 = never).
     last_done: AtomicU64,
+    /// When the head now awaited began: the accept, or the first byte after the last request.
     head_started: AtomicU64,
+    /// The client speaks HTTP/2: its frames (PING, SETTINGS) are not request heads, so only the
+    /// idle timeout applies.
+    h2: AtomicBool,
+}
+
+impl Default for Activity {
+    /// A connection just accepted: its first request head is awaited from now on.
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            last_done: AtomicU64::new(0),
+            head_started: AtomicU64::new(now_ms()),
+            h2: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What the watchdog should do next.
@@ -73,9 +89,16 @@ impl Activity {
     pub fn on_read(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed)
         {
             self.head_started.store(now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// The connection turned out to speak HTTP/2 (prior knowledge).
+    pub fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
     }
 
     /// A request head was read whole; counts the request until the guard drops (when its
@@ -147,16 +170,25 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
 }
 
+/// The HTTP/2 connection preface's first bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 /// A client stream that reports reads to its connection's `Activity`.
 #[derive(Debug)]
 pub struct WatchedIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// Nothing read yet: the first bytes tell HTTP/2 from HTTP/1.
+    first: bool,
 }
 
 impl<T> WatchedIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            first: true,
+        }
     }
 }
 
@@ -169,6 +201,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if self.first {
+                self.first = false;
+                // HTTP/2 clients send the whole preface at once; a head trickled in a byte at a
+                // time stays under the header timeout.
+                if buf.filled()[before..].starts_with(H2_PREFACE) {
+                    self.activity.set_h2();
+                }
+            }
             self.activity.on_read();
         }
         res

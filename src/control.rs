@@ -33,7 +33,10 @@ pub enum Change {
         drain: bool,
     },
     /// Drive a route's rollout plan.
-    Rollout { route: String, action: RolloutAction },
+    Rollout {
+        route: String,
+        action: RolloutAction,
+    },
     /// Replace the whole config (`PUT /api/v1/config`).
     Replace(Box<RawConfig>),
 }
@@ -191,7 +194,9 @@ impl Control {
             Ok(settled) => settled,
             Err(errors) => {
                 return Err(StateFileError::Invalid {
-                    path: state_file.map(|p| p.display().to_string()).unwrap_or_default(),
+                    path: state_file
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     errors,
                 })
             }
@@ -265,7 +270,11 @@ impl Control {
         }
     }
 
-    fn commit(&self, mut inner: MutexGuard<'_, Inner>, runtime: Runtime) -> Result<u64, ControlError> {
+    fn commit(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        runtime: Runtime,
+    ) -> Result<u64, ControlError> {
         let effective = effective_config(&inner.file, &runtime);
         let compiled = config::from_raw(effective).map_err(ControlError::Invalid)?;
         self.commit_compiled(&mut inner, runtime, compiled)
@@ -354,7 +363,11 @@ fn base_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
 fn effective_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
     let mut config = base_config(file, runtime);
     for route in &mut config.routes {
-        if let Some(split) = runtime.routes.get(&route.name).and_then(|r| r.split.as_ref()) {
+        if let Some(split) = runtime
+            .routes
+            .get(&route.name)
+            .and_then(|r| r.split.as_ref())
+        {
             route.split = split.clone();
         }
     }
@@ -397,7 +410,10 @@ fn change_runtime(
             let entry = route_entry(runtime, base, &route)?;
             entry.split = Some(only(&current, &stable));
             if let Some(status) = entry.rollout.as_mut() {
-                if matches!(status.state, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) {
+                if matches!(
+                    status.state,
+                    RolloutState::Progressing { .. } | RolloutState::Paused { .. }
+                ) {
                     status.record(RolloutState::RolledBack {
                         reason: "rolled back by an operator".into(),
                     });
@@ -414,7 +430,9 @@ fn change_runtime(
                     "pool {pool:?} has no server {addr:?}"
                 )));
             }
-            runtime.drains.retain(|d| !(d.pool == pool && d.addr == addr));
+            runtime
+                .drains
+                .retain(|d| !(d.pool == pool && d.addr == addr));
             if drain {
                 let base = fingerprint(def);
                 runtime.drains.push(DrainRuntime { pool, addr, base });
@@ -422,16 +440,21 @@ fn change_runtime(
         }
         Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
         Change::Replace(config) => {
+            // The admin section (listener, token, state file) comes from the file alone: the
+            // API cannot change its own access or where its changes are kept.
+            let mut config = *config;
+            config.admin = file.admin.clone();
             runtime.config = Some(Replaced {
                 file: fingerprint(file),
-                config: *config,
+                config,
             });
             runtime.routes.clear();
             let new_base = base_config(file, runtime);
             runtime.drains.retain(|d| {
-                new_base.pools.get(&d.pool).is_some_and(|p| {
-                    p.servers.iter().any(|s| s.addr() == d.addr)
-                })
+                new_base
+                    .pools
+                    .get(&d.pool)
+                    .is_some_and(|p| p.servers.iter().any(|s| s.addr() == d.addr))
             });
             for d in &mut runtime.drains {
                 if let Some(p) = new_base.pools.get(&d.pool) {
@@ -484,7 +507,10 @@ fn route_entry<'a>(
 
 /// New weights over the current order: listed pools take their weight, unlisted ones 0, new
 /// ones go at the end in the order given.
-fn merge_split(current: &IndexMap<String, u32>, weights: &IndexMap<String, u32>) -> IndexMap<String, u32> {
+fn merge_split(
+    current: &IndexMap<String, u32>,
+    weights: &IndexMap<String, u32>,
+) -> IndexMap<String, u32> {
     let mut out: IndexMap<String, u32> = current
         .keys()
         .map(|k| (k.clone(), weights.get(k).copied().unwrap_or(0)))
@@ -524,11 +550,19 @@ fn rollout(
     let percent = |step: usize| plan.steps.get(step).copied().unwrap_or(100);
     let (next, split) = match (action, &state) {
         (RolloutAction::Start, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => {
-            return Err(ControlError::invalid("rollout", "the rollout is already under way"))
+            return Err(ControlError::invalid(
+                "rollout",
+                "the rollout is already under way",
+            ))
         }
         (RolloutAction::Start, _) => (
             RolloutState::Progressing { step: 0 },
-            Some(canary_split(&current, &plan.stable, &plan.canary, percent(0))),
+            Some(canary_split(
+                &current,
+                &plan.stable,
+                &plan.canary,
+                percent(0),
+            )),
         ),
         (RolloutAction::Pause, RolloutState::Progressing { step }) => {
             (RolloutState::Paused { step: *step }, None)
@@ -608,7 +642,12 @@ fn read_state_file(path: &Path) -> Result<Runtime, StateFileError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Runtime::default()),
-        Err(source) => return Err(StateFileError::Read { path: shown, source }),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: shown,
+                source,
+            })
+        }
     };
     serde_json::from_str(&text).map_err(|e| StateFileError::Corrupt {
         path: shown,
@@ -659,4 +698,378 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
         out.push("log.level/log.format");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[listen]
+http = "127.0.0.1:0"
+[pools.blue]
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+[pools.green]
+servers = ["127.0.0.1:9011"]
+[[routes]]
+name = "web"
+split = { blue = 95, green = 5 }
+[routes.rollout]
+stable = "blue"
+canary = "green"
+steps = [5, 20, 50, 100]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+split = { blue = 1 }
+"#;
+
+    fn control(extra: &str) -> Control {
+        let compiled = config::from_toml(&format!("{BASE}\n{extra}"), "t.toml").unwrap();
+        Control::start(compiled).unwrap()
+    }
+
+    fn weights(c: &Control, route: &str) -> Vec<(String, u32)> {
+        let (compiled, _) = c.effective();
+        let r = compiled
+            .raw
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .unwrap();
+        r.split.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    fn split(pairs: &[(&str, u32)]) -> IndexMap<String, u32> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_split_keeps_the_pool_order_and_zeroes_pools_left_out() {
+        let c = control("");
+        let v = c
+            .apply(
+                Change::Split {
+                    route: "web".into(),
+                    weights: split(&[("green", 20), ("blue", 80)]),
+                },
+                None,
+            )
+            .unwrap();
+        assert_eq!(v, 2);
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 80), ("green".into(), 20)]
+        );
+        c.apply(
+            Change::Split {
+                route: "api".into(),
+                weights: split(&[("green", 1)]),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            weights(&c, "api"),
+            vec![("blue".into(), 0), ("green".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_stale_version_or_an_invalid_change_applies_nothing() {
+        let c = control("");
+        let change = Change::Promote {
+            route: "web".into(),
+            pool: "green".into(),
+        };
+        assert!(matches!(
+            c.apply(change.clone(), Some(7)),
+            Err(ControlError::Stale {
+                expected: 7,
+                current: 1
+            })
+        ));
+        let zero = Change::Split {
+            route: "web".into(),
+            weights: split(&[("blue", 0), ("green", 0)]),
+        };
+        assert!(matches!(c.apply(zero, None), Err(ControlError::Invalid(_))));
+        let unknown = Change::Split {
+            route: "web".into(),
+            weights: split(&[("purple", 1)]),
+        };
+        match c.apply(unknown, None) {
+            Err(ControlError::Invalid(e)) => assert!(e.to_string().contains("purple"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            c.apply(
+                Change::Rollback {
+                    route: "nope".into()
+                },
+                None
+            ),
+            Err(ControlError::NotFound(_))
+        ));
+        assert_eq!(c.version(), 1);
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 95), ("green".into(), 5)]
+        );
+        assert_eq!(c.apply(change, Some(1)).unwrap(), 2);
+    }
+
+    #[test]
+    fn two_writers_with_the_same_version_never_both_win() {
+        let c = Arc::new(control(""));
+        for round in 0..20u32 {
+            let expect = c.version();
+            let handles: Vec<_> = (0..2u32)
+                .map(|i| {
+                    let c = Arc::clone(&c);
+                    std::thread::spawn(move || {
+                        c.apply(
+                            Change::Split {
+                                route: "web".into(),
+                                weights: split(&[("blue", 50 + round + i), ("green", 1)]),
+                            },
+                            Some(expect),
+                        )
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let won = results.iter().filter(|r| r.is_ok()).count();
+            let stale = results
+                .iter()
+                .filter(|r| matches!(r, Err(ControlError::Stale { .. })))
+                .count();
+            assert_eq!((won, stale), (1, 1), "round {round}: {results:?}");
+        }
+    }
+
+    #[test]
+    fn promote_and_rollback_move_everything_at_once() {
+        let c = control("");
+        c.apply(
+            Change::Promote {
+                route: "web".into(),
+                pool: "green".into(),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 0), ("green".into(), 100)]
+        );
+        c.apply(
+            Change::Rollback {
+                route: "web".into(),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 100), ("green".into(), 0)]
+        );
+        // Without a rollout plan, rollback goes to the split's first pool.
+        c.apply(
+            Change::Rollback {
+                route: "api".into(),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(weights(&c, "api"), vec![("blue".into(), 100)]);
+    }
+
+    #[test]
+    fn rollout_actions_follow_the_state_machine() {
+        let c = control("");
+        let act = |action| {
+            c.apply(
+                Change::Rollout {
+                    route: "web".into(),
+                    action,
+                },
+                None,
+            )
+        };
+        assert!(matches!(
+            act(RolloutAction::Pause),
+            Err(ControlError::Invalid(_))
+        ));
+        act(RolloutAction::Start).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 95), ("green".into(), 5)]
+        );
+        assert!(matches!(
+            act(RolloutAction::Start),
+            Err(ControlError::Invalid(_))
+        ));
+        act(RolloutAction::Pause).unwrap();
+        act(RolloutAction::Resume).unwrap();
+        act(RolloutAction::Abort).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 100), ("green".into(), 0)]
+        );
+        let status = c.runtime().routes["web"].rollout.clone().unwrap();
+        assert!(matches!(status.state, RolloutState::RolledBack { .. }));
+        assert_eq!(status.history.len(), 4);
+        let no_plan = c.apply(
+            Change::Rollout {
+                route: "api".into(),
+                action: RolloutAction::Start,
+            },
+            None,
+        );
+        assert!(matches!(no_plan, Err(ControlError::Invalid(_))));
+    }
+
+    #[test]
+    fn drains_flag_the_server_and_unknown_servers_are_not_found() {
+        let c = control("");
+        c.apply(
+            Change::Drain {
+                pool: "blue".into(),
+                addr: "127.0.0.1:9002".into(),
+                drain: true,
+            },
+            None,
+        )
+        .unwrap();
+        let snap = c.state().snapshot();
+        assert!(snap.slots.server(0, 1).draining());
+        assert!(!snap.slots.server(0, 0).draining());
+        let missing = c.apply(
+            Change::Drain {
+                pool: "blue".into(),
+                addr: "127.0.0.1:1".into(),
+                drain: true,
+            },
+            None,
+        );
+        assert!(matches!(missing, Err(ControlError::NotFound(_))));
+        c.apply(
+            Change::Drain {
+                pool: "blue".into(),
+                addr: "127.0.0.1:9002".into(),
+                drain: false,
+            },
+            None,
+        )
+        .unwrap();
+        assert!(!c.state().snapshot().slots.server(0, 1).draining());
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("veer-control-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_state_file_restores_changes_unless_the_file_changed_that_route() {
+        let dir = temp_dir("restore");
+        let state = dir.join("state.json");
+        let admin = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            state.display()
+        );
+        let c = control(&admin);
+        c.apply(
+            Change::Split {
+                route: "web".into(),
+                weights: split(&[("blue", 70), ("green", 30)]),
+            },
+            None,
+        )
+        .unwrap();
+        c.apply(
+            Change::Split {
+                route: "api".into(),
+                weights: split(&[("blue", 1), ("green", 1)]),
+            },
+            None,
+        )
+        .unwrap();
+        drop(c);
+        let again = control(&admin);
+        assert_eq!(
+            again.version(),
+            3,
+            "versions stay monotonic across restarts"
+        );
+        assert_eq!(
+            weights(&again, "web"),
+            vec![("blue".into(), 70), ("green".into(), 30)]
+        );
+        drop(again);
+        // The file's "web" changes: the file wins there; "api" keeps its runtime split.
+        let edited = BASE.replace(
+            "split = { blue = 95, green = 5 }",
+            "split = { blue = 60, green = 40 }",
+        );
+        let compiled = config::from_toml(&format!("{edited}\n{admin}"), "t.toml").unwrap();
+        let c = Control::start(compiled).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 60), ("green".into(), 40)]
+        );
+        assert_eq!(
+            weights(&c, "api"),
+            vec![("blue".into(), 1), ("green".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_clear_error() {
+        let dir = temp_dir("corrupt");
+        let state = dir.join("state.json");
+        std::fs::write(&state, "{\"version\": 3, \"routes\": {\"web\": {\"ba").unwrap();
+        let admin = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            state.display()
+        );
+        let compiled = config::from_toml(&format!("{BASE}\n{admin}"), "t.toml").unwrap();
+        let err = Control::start(compiled).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt") && err.contains("state.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_reload_drops_runtime_changes_to_routes_the_file_changed() {
+        let c = control("");
+        c.apply(
+            Change::Split {
+                route: "web".into(),
+                weights: split(&[("blue", 50), ("green", 50)]),
+            },
+            None,
+        )
+        .unwrap();
+        let same = config::from_toml(BASE, "t.toml").unwrap().raw;
+        c.reload(same).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 50), ("green".into(), 50)]
+        );
+        let edited = BASE.replace(
+            "split = { blue = 95, green = 5 }",
+            "split = { blue = 99, green = 1 }",
+        );
+        c.reload(config::from_toml(&edited, "t.toml").unwrap().raw)
+            .unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 99), ("green".into(), 1)]
+        );
+    }
 }

@@ -7,8 +7,8 @@
 
 pub mod admin;
 pub mod config;
-pub mod control;
 pub mod conn;
+pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;

@@ -36,6 +36,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Drive a running veer through its admin API: status, splits, promote, rollback, drains, rollouts.
+    Ctl(veer::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Demo { listen } => veer::demo::main(listen),
+        Command::Ctl(args) => veer::ctl::main(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -77,7 +77,12 @@ fn content_hash(path: &Path) -> Option<u64> {
 }
 
 /// Reads, validates and installs `path`; `true` when the new table is serving.
-pub async fn reload(path: &Path, started: &Settings, control: &Arc<Control>, source: Source) -> bool {
+pub async fn reload(
+    path: &Path,
+    started: &Settings,
+    control: &Arc<Control>,
+    source: Source,
+) -> bool {
     let compiled = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {

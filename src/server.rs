@@ -136,14 +136,17 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         let ctx = Arc::new(ConnContext::new(peer));
         let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
+        let settings = self.state.snapshot().table.proxy.clone();
         if over {
+            // One answer, then close; a client that sends nothing is not waited on for longer
+            // than a request head may take.
             let refuse = service_fn(|_: Request<Incoming>| async {
                 Ok::<Response<RespBody>, Infallible>(ProxyError::OverCapacity.to_response())
             });
-            let _ = builders.refusing.serve_connection(io, refuse).await;
+            let serving = builders.refusing.serve_connection(io, refuse);
+            let _ = tokio::time::timeout(settings.header_read_timeout, serving).await;
             return;
         }
-        let settings = self.state.snapshot().table.proxy.clone();
         let service = ProxyService::new(Arc::clone(&self.state), Arc::clone(&ctx));
         let conn = builders.normal.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
@@ -161,7 +164,8 @@ impl Conn {
                     }
                     return;
                 }
-                _ = tokio::time::sleep_until(check_at), if !draining => {
+                // Still running while draining: a stuck client must not hold the drain.
+                _ = tokio::time::sleep_until(check_at) => {
                     let verdict = ctx.activity.verdict(
                         opened,
                         settings.idle_timeout,

@@ -26,10 +26,11 @@ pub struct State {
 }
 
 impl State {
-    /// A state serving `table` as version 1.
+    /// A state serving `table`, as version 1 unless the table carries a later one (restored
+    /// from a state file).
     pub fn new(mut table: Table) -> Self {
         let registry = Registry::default();
-        table.version = 1;
+        table.version = table.version.max(1);
         let slots = registry.reconcile(&table);
         Self {
             current: ArcSwap::from_pointee(Snapshot { table, slots }),

@@ -352,37 +352,6 @@ async fn garbage_and_oversized_heads_get_400_and_431_and_veer_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_slow_request_head_is_cut_off_and_an_idle_connection_closed() {
-    let up = Upstream::named("app").await;
-    let veer = start_veer(&one_pool(
-        &[up.addr.to_string()],
-        "[proxy]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"600ms\"",
-    ))
-    .await;
-    // Slowloris: half a head, then nothing.
-    let mut slow = TcpStream::connect(veer.http_addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await;
-    assert!(
-        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
-        "slow head closed: {closed:?}"
-    );
-
-    // Keep-alive: one request, then idle until the connection is closed.
-    let mut idle = TcpStream::connect(veer.http_addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "idle connection closed by veer");
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
-}
-
-#[tokio::test]
 async fn over_max_connections_is_503() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&one_pool(
@@ -440,4 +409,83 @@ async fn a_drain_lets_the_request_in_flight_finish() {
         TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_names_the_server_that_answered_after_a_retry() {
+    let dead = refused_addr().await;
+    let live = Upstream::named("live").await;
+    let veer = start_veer(&format!(
+        "[proxy]\nretries = 1\n[pools.app]\nservers = [\"{dead}\", \"{}\"]\n\
+         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\nsticky = {{ cookie = \"s\" }}\n",
+        live.addr
+    ))
+    .await;
+    let mut server_ids = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let got = get(veer.http_addr, "/", &[]).await;
+        assert_eq!(got.body, "live\n");
+        let cookie = got.headers["set-cookie"].to_str().unwrap().to_string();
+        let value = cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("s=")
+            .to_string();
+        // The value is the bucket (4 hex digits), the server's id (16), a checksum (8).
+        server_ids.insert(value[4..20].to_string());
+        let again = get(veer.http_addr, "/", &[("cookie", &format!("s={value}"))]).await;
+        assert_eq!(again.body, "live\n");
+        assert!(again.headers.get("set-cookie").is_none());
+    }
+    assert_eq!(server_ids.len(), 1, "every cookie names the live server");
+}
+
+#[tokio::test]
+async fn an_upload_still_streaming_after_an_early_answer_does_not_stall_other_requests() {
+    let early = Upstream::with(std::sync::Arc::new(|_req| {
+        Box::pin(async { http::Response::new(common::full("early\n")) })
+    }))
+    .await;
+    let veer = start_veer(&one_pool(
+        &[early.addr.to_string()],
+        "[proxy]\nrequest_timeout = \"3s\"",
+    ))
+    .await;
+    // Client A announces 10 bytes, sends 5, and stalls.
+    let mut a = TcpStream::connect(veer.http_addr).await.unwrap();
+    a.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), a.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Client B is not queued behind A's unfinished upload.
+    for _ in 0..3 {
+        let got = get(veer.http_addr, "/", &[]).await;
+        assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "early\n"));
+    }
+    drop(a);
+}
+
+#[tokio::test]
+async fn an_absolute_form_request_is_forwarded_with_the_host_it_was_routed_on() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&format!(
+        "[pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"a\"\nhosts = [\"a.example\"]\nsplit = {{ app = 1 }}\n",
+        up.addr
+    ))
+    .await;
+    let resp = raw_exchange(
+        veer.http_addr,
+        b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close, host\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    let h = up.headers();
+    assert_eq!(h["host"], "a.example");
+    assert_eq!(h["x-forwarded-host"], "a.example");
 }

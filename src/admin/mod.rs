@@ -1,8 +1,12 @@
-//! The operator surface on `admin.listen`: the JSON API (`api`), and the probes `/healthz` and
-//! `/readyz`. Every change goes through `control`; this room only parses, authorises and
-//! answers.
+//! The operator surface on `admin.listen`: the JSON API (`api`, with its JSON `views` and the
+//! `wire` side: auth, `If-Match`, bodies, errors), and the probes `/healthz`, `/readyz` and
+//! `/metrics` (`probes`). Every change goes through `control`; this room only parses,
+//! authorises and answers.
 
 pub mod api;
+mod probes;
+mod views;
+mod wire;
 
 use std::sync::Arc;
 

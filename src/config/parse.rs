@@ -12,14 +12,22 @@ use ipnet::IpNet;
 use super::raw::RawSize;
 use crate::route::table::{HashKey, HostPattern, Target};
 
-/// `"250ms"`, `"2s"`, `"5m"`.
+/// The longest duration any setting takes: timers are armed as `now + duration`, which must
+/// stay representable.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `"250ms"`, `"2s"`, `"5m"`; at most a year.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
         // humantime appends its whole unit list to an unknown unit; the example says enough.
         let why = e.to_string();
         let why = why.split(", supported units").next().unwrap_or_default();
         format!("invalid duration {s:?}: {why}; expected a number with a unit, like \"250ms\", \"2s\" or \"5m\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("duration {s:?} is too long: at most 365d"));
+    }
+    Ok(d)
 }
 
 /// Bytes as an integer, or `"64KiB"`, `"10MiB"`.

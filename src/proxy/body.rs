@@ -18,6 +18,8 @@ use crate::upstream::Sender;
 pub struct Lease {
     pub sender: Option<Sender>,
     pub flight: InFlight,
+    /// The server that answered: the decision's, or another after a connect-failure retry.
+    pub server: crate::route::ServerId,
 }
 
 impl Lease {

@@ -15,7 +15,7 @@ use crate::proxy::body::{Lease, RespBody};
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::{headers, upgrade};
 use crate::route::table::Target;
-use crate::route::{self, Decision};
+use crate::route::{self, Decision, ServerId};
 use crate::state::Snapshot;
 use crate::upstream::{self, ReqBody, Sender};
 
@@ -27,13 +27,14 @@ pub struct Outbound {
     pub client_upgrade: Option<OnUpgrade>,
 }
 
-/// Forwards `out` as `decision` says; the response head comes back with its body streaming.
+/// Forwards `out` as `decision` says; the response head comes back with its body streaming,
+/// together with the server that answered (another than the decision's after a retry).
 pub async fn forward(
     snap: &Snapshot,
     decision: &Decision,
     mut out: Outbound,
     ctx: &ConnContext,
-) -> Result<Response<RespBody>, ProxyError> {
+) -> Result<(Response<RespBody>, ServerId), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
     headers::prepare_request(&mut out.parts, ctx, upgrading);
@@ -51,17 +52,17 @@ pub async fn forward(
             .headers
             .insert(headers::X_VEER_POOL.clone(), pool.name_header.clone());
     }
+    let server = lease.server;
     let mut resp = Response::from_parts(parts, body);
     if let (true, Some(client)) = (switching, out.client_upgrade) {
         upgrade::tunnel(client, &mut resp, lease);
         let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(
-            parts,
-            RespBody::fixed(bytes::Bytes::new()),
-        ));
+        let resp = Response::from_parts(parts, RespBody::fixed(bytes::Bytes::new()));
+        return Ok((resp, server));
     }
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, RespBody::upstream(body, lease)))
+    let resp = Response::from_parts(parts, RespBody::upstream(body, lease));
+    Ok((resp, server))
 }
 
 /// Connection, then the request; a connect failure moves on to the pool's next server.
@@ -75,13 +76,13 @@ async fn send(
     let pool = snap.table.pool(decision.pool);
     let mut server = decision.server;
     let mut attempt = 0;
+    let mut fresh = upgrading;
     loop {
         let slot = snap.slots.server(decision.pool, server);
         let target = &pool.servers[usize::from(server)].target;
         let flight = slot.begin();
-        let (mut sender, reused) = match obtain(slot, target, settings.connect_timeout, upgrading)
-            .await
-        {
+        let timeout = settings.connect_timeout;
+        let (mut sender, reused) = match obtain(slot, target, timeout, fresh, upgrading).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
@@ -109,13 +110,21 @@ async fn send(
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 let sender = (!upgrading).then_some(sender);
-                return Ok((resp, Lease { sender, flight }));
+                return Ok((
+                    resp,
+                    Lease {
+                        sender,
+                        flight,
+                        server,
+                    },
+                ));
             }
             Err(mut failed) => match failed.take_message() {
                 // A kept connection closed before the request went out: the request is intact,
-                // so it goes again on a new connection to the same server.
+                // so it goes again, once, on a new connection to the same server.
                 Some(back) if reused => {
                     req = back;
+                    fresh = true;
                     continue;
                 }
                 _ => return Err(error::from_send(failed.into_error())),
@@ -124,27 +133,39 @@ async fn send(
     }
 }
 
-/// An idle kept connection if one is ready, else a new one. `true` with a kept connection.
+/// An idle kept connection that is ready now, else a new one (always new when `fresh`).
+/// `true` with a kept connection.
 async fn obtain(
     slot: &Arc<ServerSlot>,
     target: &Target,
     connect_timeout: std::time::Duration,
+    fresh: bool,
     upgrading: bool,
 ) -> Result<(Sender, bool), upstream::ConnectError> {
-    if !upgrading {
-        while let Some(mut sender) = slot.conns.take() {
-            if sender.ready().await.is_ok() {
-                return Ok((sender, true));
-            }
+    if !fresh {
+        if let Some(sender) = slot.conns.take_ready() {
+            return Ok((sender, true));
         }
     }
     let sender = upstream::connect(target, connect_timeout, upgrading).await?;
     Ok((sender, false))
 }
 
-/// The `Set-Cookie` value for a sticky decision.
-pub fn sticky_cookie(snap: &Snapshot, decision: &Decision) -> Option<HeaderValue> {
+/// The `Set-Cookie` value for a sticky route: when the decision asked for one, or when a retry
+/// moved the request to another server than the cookie (or the decision) named.
+pub fn sticky_cookie(
+    snap: &Snapshot,
+    decision: &Decision,
+    served_by: ServerId,
+) -> Option<HeaderValue> {
     let sticky = snap.table.route(decision.route).sticky.as_ref()?;
-    let value = route::sticky_value(&snap.table, decision)?;
+    if !decision.set_cookie && served_by == decision.server {
+        return None;
+    }
+    let served = Decision {
+        server: served_by,
+        ..*decision
+    };
+    let value = route::sticky_value(&snap.table, &served)?;
     Some(route::sticky::set_cookie_header(sticky, &value))
 }

@@ -71,11 +71,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 fn remove_listed(headers: &mut HeaderMap, value: &HeaderValue, keep_upgrade: bool) {
     for token in value.as_bytes().split(|&b| b == b',') {
         let token = token.trim_ascii();
-        if token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade")) {
+        // `Host` is end to end whatever a client lists; `upgrade` is kept for an upgrade.
+        if token.is_empty()
+            || token.eq_ignore_ascii_case(b"host")
+            || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"))
+        {
             continue;
         }
-        if let Ok(name) = HeaderName::from_bytes(token) {
-            headers.remove(&name);
+        // Removing by `&str` looks the name up without building a `HeaderName`.
+        if let Ok(name) = std::str::from_utf8(token) {
+            headers.remove(name);
         }
     }
 }
@@ -94,11 +99,11 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if !headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, v);
-            }
+    // An absolute-form or HTTP/2 request names its host in the URI: that is the one it was
+    // routed on, so it is the one the upstream sees (RFC 9112 §3.2.2).
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, v);
         }
     }
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -125,7 +130,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
         headers.insert(X_FORWARDED_FOR.clone(), client.clone());
         return;
     };
-    let mut joined = Vec::with_capacity(first.len() + client.len() + 24);
+    let mut joined = bytes::BytesMut::with_capacity(first.len() + client.len() + 24);
     joined.extend_from_slice(first.as_bytes());
     for more in existing {
         joined.extend_from_slice(b", ");
@@ -133,7 +138,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
     }
     joined.extend_from_slice(b", ");
     joined.extend_from_slice(client.as_bytes());
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+    // One allocation: the buffer becomes the header value without another copy.
+    if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 }

@@ -71,10 +71,9 @@ async fn handle(
                 body,
                 client_upgrade,
             };
-            (
-                forward_decided(&snap, &decision, out, ctx).await,
-                Some(decision),
-            )
+            let (resp, server) = forward_decided(&snap, &decision, out, ctx).await;
+            let served = route::Decision { server, ..decision };
+            (resp, Some(served))
         }
     };
     if let Some(access) = access {
@@ -85,21 +84,19 @@ async fn handle(
 }
 
 /// Forwards a decided request; adds the sticky cookie to a response, or turns a failure into
-/// its error response.
+/// its error response. Also returns the server that answered (or was last tried).
 async fn forward_decided(
     snap: &Snapshot,
     decision: &route::Decision,
     out: Outbound,
     ctx: &ConnContext,
-) -> Response<RespBody> {
+) -> (Response<RespBody>, route::ServerId) {
     match forward::forward(snap, decision, out, ctx).await {
-        Ok(mut resp) => {
-            if decision.set_cookie {
-                if let Some(cookie) = forward::sticky_cookie(snap, decision) {
-                    resp.headers_mut().append(header::SET_COOKIE, cookie);
-                }
+        Ok((mut resp, server)) => {
+            if let Some(cookie) = forward::sticky_cookie(snap, decision, server) {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
-            resp
+            (resp, server)
         }
         Err(e) => {
             tracing::debug!(
@@ -108,7 +105,7 @@ async fn forward_decided(
                 error = %e,
                 "request failed"
             );
-            e.to_response()
+            (e.to_response(), decision.server)
         }
     }
 }

@@ -53,11 +53,20 @@ impl Default for IdleConns {
 }
 
 impl IdleConns {
-    /// An open idle connection, if one is kept.
-    pub fn take(&self) -> Option<Sender> {
-        while let Some(sender) = self.queue.pop() {
-            if !sender.is_closed() {
+    /// An open idle connection that can take a request now, if one is kept. A connection
+    /// still busy (its last request body still streaming after an early response) is put back
+    /// rather than waited on: waiting would stall this request behind another client's upload.
+    pub fn take_ready(&self) -> Option<Sender> {
+        for _ in 0..self.queue.capacity() {
+            let sender = self.queue.pop()?;
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() {
                 return Some(sender);
+            }
+            if self.queue.push(sender).is_err() {
+                return None;
             }
         }
         None

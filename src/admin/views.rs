@@ -1,0 +1,215 @@
+//! The JSON views of the admin API: one consistent read of the control state (effective
+//! config, runtime state, and the snapshot with its servers' slots, all of one version),
+//! rendered as SPEC.md's route and pool objects.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::config::{RawConfig, RawRoute};
+use crate::control::{Control, RolloutState, Runtime};
+use crate::route::table::{Balance, HostPattern, Route};
+use crate::route::HealthView;
+use crate::state::Snapshot;
+
+/// One consistent read of everything the views show.
+pub struct View {
+    /// The version of the table shown (the `ETag`).
+    pub version: u64,
+    raw: RawConfig,
+    runtime: Runtime,
+    snap: Arc<Snapshot>,
+}
+
+impl View {
+    /// Reads the effective config, the runtime state and the snapshot; retries (a few times)
+    /// when a change lands in between, so that all three are of one version.
+    pub fn take(control: &Control) -> Self {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (compiled, version) = control.effective();
+            let runtime = control.runtime();
+            let snap = control.state().snapshot();
+            if snap.table.version == version || tries >= 5 {
+                return Self {
+                    version: snap.table.version,
+                    raw: compiled.raw,
+                    runtime,
+                    snap,
+                };
+            }
+        }
+    }
+
+    /// The effective config as JSON (`RawConfig`: values as written), with the admin token
+    /// shown as `"<redacted>"`: it never leaves the process.
+    pub fn config(&self) -> Value {
+        let mut raw = self.raw.clone();
+        if let Some(token) = raw.admin.as_mut().and_then(|a| a.token.as_mut()) {
+            *token = "<redacted>".into();
+        }
+        serde_json::to_value(&raw).unwrap_or(Value::Null)
+    }
+
+    pub fn routes(&self) -> Value {
+        Value::Array(
+            self.snap
+                .table
+                .routes
+                .iter()
+                .map(|r| self.route_view(r))
+                .collect(),
+        )
+    }
+
+    pub fn route(&self, name: &str) -> Option<Value> {
+        self.snap
+            .table
+            .routes
+            .iter()
+            .find(|r| &*r.name == name)
+            .map(|r| self.route_view(r))
+    }
+
+    fn route_view(&self, route: &Route) -> Value {
+        let table = &self.snap.table;
+        let slots = &self.snap.slots;
+        let raw = self.raw.routes.iter().find(|r| *r.name == *route.name);
+        let total = f64::from(route.total_weight.max(1));
+        let available_weight: u64 = route
+            .split
+            .iter()
+            .filter(|e| e.weight > 0 && slots.pool_available(e.pool))
+            .map(|e| u64::from(e.weight))
+            .sum();
+        let split: Vec<Value> = route
+            .split
+            .iter()
+            .map(|e| {
+                let available = slots.pool_available(e.pool);
+                let effective = if available && e.weight > 0 && available_weight > 0 {
+                    f64::from(e.weight) * 100.0 / available_weight as f64
+                } else {
+                    0.0
+                };
+                json!({
+                    "pool": &*table.pool(e.pool).name,
+                    "weight": e.weight,
+                    "percent": f64::from(e.weight) * 100.0 / total,
+                    "effective_percent": effective,
+                    "available": available,
+                })
+            })
+            .collect();
+        let hosts: Vec<String> = route
+            .hosts
+            .iter()
+            .map(|h| match h {
+                HostPattern::Exact(name) => name.to_string(),
+                HostPattern::Suffix(suffix) => format!("*{suffix}"),
+            })
+            .collect();
+        let pins = raw
+            .map(|r| serde_json::to_value(&r.pin).unwrap_or(Value::Null))
+            .unwrap_or_else(|| Value::Array(Vec::new()));
+        let hash_key = raw.and_then(|r| r.hash_key.clone());
+        let sticky = route.sticky.as_ref().map(|s| {
+            let max_age = raw
+                .and_then(|r| r.sticky.as_ref())
+                .and_then(|s| s.max_age.clone())
+                .unwrap_or_else(|| humantime::format_duration(s.max_age).to_string());
+            json!({"cookie": &*s.cookie, "max_age": max_age})
+        });
+        json!({
+            "name": &*route.name,
+            "hosts": hosts,
+            "path_prefix": &*route.path_prefix,
+            "split": split,
+            "pins": pins,
+            "hash_key": hash_key,
+            "sticky": sticky,
+            "rollout": raw.map_or(Value::Null, |r| self.rollout_view(r)),
+        })
+    }
+
+    /// The rollout plan and where it stands; `null` for a route without a plan.
+    fn rollout_view(&self, raw: &RawRoute) -> Value {
+        let Some(plan) = &raw.rollout else {
+            return Value::Null;
+        };
+        let status = self
+            .runtime
+            .routes
+            .get(&raw.name)
+            .and_then(|r| r.rollout.as_ref());
+        let state = status.map_or(RolloutState::Idle, |s| s.state.clone());
+        let mut out = serde_json::Map::new();
+        out.insert(
+            "plan".into(),
+            serde_json::to_value(plan).unwrap_or(Value::Null),
+        );
+        out.insert("state".into(), Value::from(state.name()));
+        match &state {
+            RolloutState::Progressing { step } | RolloutState::Paused { step } => {
+                out.insert("step".into(), Value::from(*step));
+                let percent = plan.steps.get(*step).copied().unwrap_or(100);
+                out.insert("canary_percent".into(), Value::from(percent));
+            }
+            RolloutState::RolledBack { reason } => {
+                out.insert("reason".into(), Value::from(reason.as_str()));
+            }
+            RolloutState::Idle | RolloutState::Promoted => {}
+        }
+        let history: Vec<Value> = status
+            .map(|s| {
+                s.history
+                    .iter()
+                    .map(|h| json!({"at": h.at, "event": h.event}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.insert("history".into(), Value::Array(history));
+        Value::Object(out)
+    }
+
+    pub fn pools(&self) -> Value {
+        let table = &self.snap.table;
+        let slots = &self.snap.slots;
+        let pools: Vec<Value> = table
+            .pools
+            .iter()
+            .enumerate()
+            .filter_map(|(p, pool)| {
+                let p = u16::try_from(p).ok()?;
+                let servers: Vec<Value> = pool
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(s, server)| {
+                        let slot = slots.server(p, u16::try_from(s).ok()?);
+                        Some(json!({
+                            "addr": &*server.addr,
+                            "weight": server.weight,
+                            "healthy": slot.healthy(),
+                            "draining": slot.draining(),
+                            "available": slot.available(),
+                            "in_flight": slot.in_flight(),
+                            "ejections": 0,
+                        }))
+                    })
+                    .collect();
+                let balance = match pool.balance {
+                    Balance::RoundRobin => "round_robin",
+                    Balance::LeastRequest => "least_request",
+                };
+                Some(json!({
+                    "name": &*pool.name,
+                    "balance": balance,
+                    "servers": servers,
+                }))
+            })
+            .collect();
+        Value::Array(pools)
+    }
+}

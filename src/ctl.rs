@@ -1,1 +1,0 @@
-//! `veer ctl`: the admin API's command-line client.

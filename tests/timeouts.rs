@@ -1,0 +1,164 @@
+//! Client-side timers over real sockets: slow request heads, idle keep-alive connections
+//! (HTTP/1.1 and HTTP/2), connections over the limit, and a drain that a stuck client cannot
+//! hold up. Every wait is bounded well below the timers that must not fire.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{start_veer, Upstream};
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(up: &Upstream, proxy: &str) -> String {
+    format!(
+        "[proxy]\n{proxy}\n[pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        up.addr
+    )
+}
+
+/// Reads until the peer closes; `true` if it closed within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_by_header_read_timeout() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        "header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+    ))
+    .await;
+    // Slowloris: a byte every 100 ms never completes the head.
+    let mut slow = TcpStream::connect(veer.http_addr).await.unwrap();
+    let trickle = async {
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)).await,
+        "cut off long before idle_timeout"
+    );
+    // A silent new connection gets the same treatment.
+    let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout_and_not_before() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        "header_read_timeout = \"200ms\"\nidle_timeout = \"1200ms\"",
+    ))
+    .await;
+    let mut idle = TcpStream::connect(veer.http_addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle past header_read_timeout but within idle_timeout: still open and serving.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "closed once idle"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_sending_pings_is_kept_until_idle_timeout() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        "header_read_timeout = \"200ms\"\nidle_timeout = \"5s\"",
+    ))
+    .await;
+    let stream = TcpStream::connect(veer.http_addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(100))
+            .keep_alive_while_idle(true)
+            .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for round in 0..3 {
+        let req = http::Request::get(format!("http://{}/", veer.http_addr))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+        // PINGs flow meanwhile: they are not request heads.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_over_the_limit_is_answered_or_closed_promptly() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        "max_connections = 1\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+    ))
+    .await;
+    let mut held = TcpStream::connect(veer.http_addr).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let _ = held.read(&mut buf).await.unwrap();
+    let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_stuck_client_does_not_hold_the_drain() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        "header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"\nshutdown_grace = \"60s\"",
+    ))
+    .await;
+    let mut stuck = TcpStream::connect(veer.http_addr).await.unwrap();
+    stuck
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    veer.shutdown();
+    let drained = tokio::time::timeout(Duration::from_secs(10), veer.wait()).await;
+    assert_eq!(
+        drained.ok(),
+        Some(true),
+        "drained long before shutdown_grace"
+    );
+}
