@@ -20,6 +20,9 @@ pub const CONFIG: &str = r#"
 [listen]
 http = "@LISTEN@"
 
+[admin]
+listen = "@ADMIN@"           # the admin API: try `veer ctl status`
+
 [proxy]
 expose_pool_header = true     # responses say which pool answered: x-veer-pool
 
@@ -42,6 +45,12 @@ sticky = { cookie = "veer_web", max_age = "1h" }
 header = "x-canary"
 equals = "true"
 pool = "green"
+
+[routes.rollout]
+stable = "blue"
+canary = "green"
+steps = [10, 25, 50, 100]
+interval = "30s"
 "#;
 
 /// One demo app version: answers every request with a page in its colour.
@@ -126,16 +135,23 @@ pub async fn serve_app(app: App) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The demo config for apps at `blue` and `green`, the proxy at `listen`.
-pub fn config_text(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+/// The demo config for apps at `blue` and `green`, the proxy at `listen`, the admin API at
+/// `admin`.
+pub fn config_text(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+) -> String {
     CONFIG
         .replace("@LISTEN@", &listen.to_string())
+        .replace("@ADMIN@", &admin.to_string())
         .replace("@BLUE@", &blue.to_string())
         .replace("@GREEN@", &green.to_string())
 }
 
 /// `veer demo`: returns the exit code.
-pub fn main(listen: SocketAddr) -> i32 {
+pub fn main(listen: SocketAddr, admin: SocketAddr) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,10 +162,10 @@ pub fn main(listen: SocketAddr) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(run(listen))
+    runtime.block_on(run(listen, admin))
 }
 
-async fn run(listen: SocketAddr) -> i32 {
+async fn run(listen: SocketAddr, admin: SocketAddr) -> i32 {
     let (blue, green) = match (serve_app(BLUE).await, serve_app(GREEN).await) {
         (Ok(b), Ok(g)) => (b, g),
         (Err(e), _) | (_, Err(e)) => {
@@ -157,7 +173,7 @@ async fn run(listen: SocketAddr) -> i32 {
             return 1;
         }
     };
-    let text = config_text(listen, blue, green);
+    let text = config_text(listen, admin, blue, green);
     let compiled = match config::from_toml(&text, "<demo>") {
         Ok(c) => c,
         Err(errors) => {
@@ -170,12 +186,15 @@ async fn run(listen: SocketAddr) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("veer demo: {e}");
-            eprintln!("(is something else on {listen}? try `veer demo --listen 127.0.0.1:8081`)");
+            eprintln!(
+                "(is something else on {listen} or {admin}? try `veer demo --listen 127.0.0.1:8081 --admin 127.0.0.1:9902`)"
+            );
             return 1;
         }
     };
-    println!("{}", instructions(running.http_addr, blue, green));
-    if let Err(e) = tokio::signal::ctrl_c().await {
+    let admin = running.admin_addr.unwrap_or(admin);
+    println!("{}", instructions(running.http_addr, admin, blue, green));
+    if let Err(e) = stop_signal().await {
         eprintln!("veer demo: cannot wait for Ctrl-C: {e}");
     }
     running.shutdown();
@@ -183,10 +202,28 @@ async fn run(listen: SocketAddr) -> i32 {
     0
 }
 
-fn instructions(proxy: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+/// Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn instructions(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+) -> String {
+    // The command as this process was started (`target/release/veer` under cargo run).
+    let veer = std::env::args().next().unwrap_or_else(|| "veer".into());
     format!(
         "\nveer demo is running.\n\n\
          \x20 proxy        http://{proxy}   (90% blue v1, 10% green v2, sticky sessions)\n\
+         \x20 admin API    http://{admin}\n\
          \x20 blue v1      http://{blue}\n\
          \x20 green v2     http://{green}\n\n\
          Things to try:\n\n\
@@ -196,6 +233,12 @@ fn instructions(proxy: SocketAddr, blue: SocketAddr, green: SocketAddr) -> Strin
          \x20 curl -si http://{proxy}/ | grep -i -e set-cookie -e x-veer-pool\n\
          \x20 curl -s -b 'veer_web=<value from set-cookie>' http://{proxy}/   # sticky: same answer every time\n\
          \x20 open http://{proxy}/ in a browser: the page's colour shows the version; reload it, it sticks\n\n\
+         Change the split while it runs (another terminal):\n\n\
+         \x20 {veer} ctl --admin {admin} status\n\
+         \x20 {veer} ctl --admin {admin} split web blue=50 green=50\n\
+         \x20 {veer} ctl --admin {admin} promote web green      # blue/green switch: 100% green\n\
+         \x20 {veer} ctl --admin {admin} rollback web           # 100% back to blue\n\
+         \x20 curl -s http://{admin}/api/v1/routes/web\n\n\
          Ctrl-C stops everything.\n"
     )
 }

@@ -35,6 +35,9 @@ enum Command {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the demo's admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
     },
     /// Drive a running veer through its admin API: status, splits, promote, rollback, drains, rollouts.
     Ctl(veer::ctl::CtlArgs),
@@ -52,7 +55,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
-        Command::Demo { listen } => veer::demo::main(listen),
+        Command::Demo { listen, admin } => veer::demo::main(listen, admin),
         Command::Ctl(args) => veer::ctl::main(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -159,7 +159,7 @@ pub fn inactive(compiled: &Compiled) -> Vec<String> {
         }
         if route.rollout.is_some() {
             out.push(format!(
-                "routes.{}.rollout: progressive rollouts are not driven by this version",
+                "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",
                 route.name
             ));
         }

@@ -249,3 +249,79 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_demo_serves_a_90_10_split_and_exits_0_on_ctrl_c() {
+    let mut child = veer()
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the demo prints its address");
+        if let Some(rest) = line.trim().strip_prefix("proxy") {
+            let url = rest.split_whitespace().next().unwrap();
+            break url.trim_start_matches("http://").parse().unwrap();
+        }
+    };
+    let counts = common::tally(400, |_| common::get(addr, "/", &[])).await;
+    let green = counts.get("green v2").copied().unwrap_or(0);
+    assert!((20..=70).contains(&green), "{counts:?}");
+    assert_eq!(counts.get("blue v1").copied().unwrap_or(0) + green, 400);
+    let pinned = common::get(addr, "/", &[("x-canary", "true")]).await;
+    assert_eq!(pinned.body, "green v2\n");
+    let page = common::get(addr, "/", &[("accept", "text/html"), ("x-canary", "true")]).await;
+    assert!(page.body.contains("<h1>green v2</h1>"));
+    signal(&child, "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn with_watch_an_edited_file_reloads_without_a_signal() {
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
+    let config = |split: &str| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nwatch = true\n\
+             [log]\nformat = \"json\"\n[pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
+             [[routes]]\nname = \"web\"\nsplit = {split}\n",
+            blue.addr, green.addr
+        )
+    };
+    let path = temp_config("watch", &config("{ blue = 1, green = 0 }"));
+    let (mut child, addr) = spawn_run(&path);
+    assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
+    std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
+    let mut switched = false;
+    // The file is looked at every 2 s; allow a few rounds.
+    for _ in 0..80 {
+        if common::get(addr, "/", &[]).await.body == "green\n" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switched, "the edited file was picked up without a signal");
+    signal(&child, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
