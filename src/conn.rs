@@ -20,6 +20,19 @@ pub struct ConnContext {
     /// The client's address as a header value, formatted once per connection.
     pub peer_header: HeaderValue,
     pub activity: Arc<Activity>,
+    /// What the accept loop counts this connection by (the connection limit, the drain). It
+    /// lives as long as the context: an upgraded connection's tunnel holds the context, so a
+    /// WebSocket keeps counting after its HTTP exchange ended.
+    _hold: Hold,
+}
+
+/// A type-erased guard kept alive with the context.
+struct Hold(#[allow(dead_code)] Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
+    }
 }
 
 impl ConnContext {
@@ -31,7 +44,14 @@ impl ConnContext {
             peer: SocketAddr::new(ip, peer.port()),
             peer_header,
             activity: Arc::default(),
+            _hold: Hold(None),
         }
+    }
+
+    /// Keeps `guard` alive for as long as this context.
+    pub fn holding(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._hold = Hold(Some(Box::new(guard)));
+        self
     }
 }
 
@@ -55,6 +75,8 @@ pub struct Activity {
     last_done: AtomicU64,
     /// When the head now awaited began: the accept, or the first byte after the last request.
     head_started: AtomicU64,
+    /// The last read or write on the connection.
+    last_io: AtomicU64,
     /// The client speaks HTTP/2: its frames (PING, SETTINGS) are not request heads, so only the
     /// idle timeout applies.
     h2: AtomicBool,
@@ -67,6 +89,7 @@ impl Default for Activity {
             in_flight: AtomicU32::new(0),
             last_done: AtomicU64::new(0),
             head_started: AtomicU64::new(now_ms()),
+            last_io: AtomicU64::new(now_ms()),
             h2: AtomicBool::new(false),
         }
     }
@@ -81,18 +104,37 @@ pub enum Verdict {
     Idle,
     /// A request head has been arriving for longer than `header_read_timeout`: close.
     SlowHead,
+    /// Requests are in flight but nothing moved either way for the stall limit (a client that
+    /// stopped reading, an upstream that stopped sending): close.
+    Stalled,
+}
+
+/// The timers a connection is judged by.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub idle: Duration,
+    pub header: Duration,
+    /// No byte either way while requests are in flight: `max(request_timeout, idle_timeout)`,
+    /// so a request waiting for its response head is bounded by `request_timeout` first.
+    pub stall: Duration,
 }
 
 impl Activity {
     /// Bytes arrived from the client. Called by the I/O wrapper on every read; cheap when a
     /// request is in flight or a head is already being timed.
     pub fn on_read(&self) {
+        self.on_write();
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
             && !self.h2.load(Ordering::Relaxed)
         {
             self.head_started.store(now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// Bytes went to the client.
+    pub fn on_write(&self) {
+        self.last_io.store(now_ms(), Ordering::Relaxed);
     }
 
     /// The connection turned out to speak HTTP/2 (prior knowledge).
@@ -109,36 +151,31 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
-    /// Judges the connection at `now` (the watchdog's tick), given when it was opened.
-    pub fn verdict(
-        &self,
-        opened: Instant,
-        idle_timeout: Duration,
-        header_timeout: Duration,
-    ) -> Verdict {
+    /// Judges the connection now (the watchdog's tick), given when it was opened.
+    pub fn verdict(&self, opened: Instant, timers: Timers) -> Verdict {
         let now = now_ms();
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Verdict::CheckAt(Instant::now() + idle_timeout.min(header_timeout));
+            let limit = self.last_io.load(Ordering::Relaxed) + millis(timers.stall);
+            return deadline(now, limit, Verdict::Stalled);
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != 0 {
-            let limit = head + millis(header_timeout);
-            return if now >= limit {
-                Verdict::SlowHead
-            } else {
-                Verdict::CheckAt(Instant::now() + Duration::from_millis(limit - now))
-            };
+            return deadline(now, head + millis(timers.header), Verdict::SlowHead);
         }
         let since = match self.last_done.load(Ordering::Relaxed) {
             0 => opened_ms(opened),
             t => t,
         };
-        let limit = since + millis(idle_timeout);
-        if now >= limit {
-            Verdict::Idle
-        } else {
-            Verdict::CheckAt(Instant::now() + Duration::from_millis(limit - now))
-        }
+        deadline(now, since + millis(timers.idle), Verdict::Idle)
+    }
+}
+
+/// `expired` once `now` reaches `limit`, else a look again at `limit`.
+fn deadline(now: u64, limit: u64, expired: Verdict) -> Verdict {
+    if now >= limit {
+        expired
+    } else {
+        Verdict::CheckAt(Instant::now() + Duration::from_millis(limit - now))
     }
 }
 
@@ -221,7 +258,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.on_write();
+        }
+        res
     }
 
     fn poll_write_vectored(
@@ -229,7 +270,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.on_write();
+        }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::conn::{ConnContext, Verdict, WatchedIo};
+use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
 use crate::proxy::{ProxyError, ProxyService, RespBody};
 use crate::state::State;
 
@@ -57,8 +57,10 @@ pub async fn serve(
                     let conn = Conn {
                         state: Arc::clone(&state),
                         shutdown: shutdown.clone(),
-                        _done: done_tx.clone(),
-                        _count: Counted::new(&active),
+                        hold: Held {
+                            _done: done_tx.clone(),
+                            _count: Counted::new(&active),
+                        },
                     };
                     let max = state.snapshot().table.proxy.max_connections;
                     let over = active.load(Ordering::Relaxed) > max;
@@ -126,17 +128,29 @@ impl Drop for Counted {
 struct Conn {
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
-    /// Dropped when the connection ends: the drain waits for every clone.
+    hold: Held,
+}
+
+/// What counts a connection, held by its context until the connection (and any tunnel it
+/// became) ends.
+struct Held {
+    /// The drain waits for every clone to drop.
     _done: mpsc::Sender<()>,
+    /// The connection limit.
     _count: Counted,
 }
 
 impl Conn {
-    async fn run(mut self, stream: TcpStream, peer: SocketAddr, builders: Builders, over: bool) {
+    async fn run(self, stream: TcpStream, peer: SocketAddr, builders: Builders, over: bool) {
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::new(ConnContext::new(peer));
+        let Conn {
+            state,
+            mut shutdown,
+            hold,
+        } = self;
+        let ctx = Arc::new(ConnContext::new(peer).holding(hold));
         let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
-        let settings = self.state.snapshot().table.proxy.clone();
+        let settings = state.snapshot().table.proxy.clone();
         if over {
             // One answer, then close; a client that sends nothing is not waited on for longer
             // than a request head may take.
@@ -147,12 +161,17 @@ impl Conn {
             let _ = tokio::time::timeout(settings.header_read_timeout, serving).await;
             return;
         }
-        let service = ProxyService::new(Arc::clone(&self.state), Arc::clone(&ctx));
+        let timers = Timers {
+            idle: settings.idle_timeout,
+            header: settings.header_read_timeout,
+            stall: settings.request_timeout.max(settings.idle_timeout),
+        };
+        let service = ProxyService::new(Arc::clone(&state), Arc::clone(&ctx));
         let conn = builders.normal.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let opened = Instant::now();
         let mut check_at = opened + settings.idle_timeout.min(settings.header_read_timeout);
-        let mut draining = *self.shutdown.borrow();
+        let mut draining = *shutdown.borrow();
         if draining {
             conn.as_mut().graceful_shutdown();
         }
@@ -166,21 +185,20 @@ impl Conn {
                 }
                 // Still running while draining: a stuck client must not hold the drain.
                 _ = tokio::time::sleep_until(check_at) => {
-                    let verdict = ctx.activity.verdict(
-                        opened,
-                        settings.idle_timeout,
-                        settings.header_read_timeout,
-                    );
-                    match verdict {
+                    match ctx.activity.verdict(opened, timers) {
                         Verdict::CheckAt(at) => check_at = at,
                         Verdict::Idle => return,
                         Verdict::SlowHead => {
                             tracing::debug!(client = %peer, "request head too slow; closing");
                             return;
                         }
+                        Verdict::Stalled => {
+                            tracing::debug!(client = %peer, "no progress with requests in flight; closing");
+                            return;
+                        }
                     }
                 }
-                _ = self.shutdown.changed(), if !draining => {
+                _ = shutdown.changed(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }

@@ -325,3 +325,86 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn check_reads_veer_config_when_no_flag_is_given() {
+    let path = temp_config(
+        "envdefault",
+        "[pools.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nsplit = { a = 1 }\n",
+    );
+    let out = veer()
+        .arg("check")
+        .env("VEER_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&path.display().to_string()));
+    // Without the variable the default is ./veer.toml.
+    let dir = path.parent().unwrap();
+    let out = veer()
+        .arg("check")
+        .env_remove("VEER_CONFIG")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_port_already_taken_is_a_runtime_failure_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = temp_config(
+        "taken",
+        &format!(
+            "[listen]\nhttp = \"{addr}\"\n[pools.a]\nservers = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nname = \"r\"\nsplit = {{ a = 1 }}\n"
+        ),
+    );
+    let out = veer()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("listen.http"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigint_drains_and_a_request_past_the_grace_does_not_block_exit_0() {
+    let slow = Upstream::slow("slow", Duration::from_secs(30)).await;
+    let path = temp_config(
+        "grace",
+        &format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[proxy]\nshutdown_grace = \"300ms\"\n[log]\nformat = \"json\"\n\
+             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+            slow.addr
+        ),
+    );
+    let (mut child, addr) = spawn_run(&path);
+    let stuck = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(20), common::get(addr, "/", &[])).await;
+    });
+    while slow.hits() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(&child, "-INT");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    stuck.abort();
+}

@@ -402,6 +402,16 @@ async fn a_drain_lets_the_request_in_flight_finish() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     veer.shutdown();
+    // New connections are refused as soon as the drain starts, while the request runs on.
+    let mut refused = false;
+    for _ in 0..50 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "the listener closes when the drain starts");
     let got = inflight.await.unwrap();
     assert_eq!(got.status, 200);
     assert!(veer.wait().await, "drained within the grace period");
@@ -488,4 +498,122 @@ async fn an_absolute_form_request_is_forwarded_with_the_host_it_was_routed_on() 
     let h = up.headers();
     assert_eq!(h["host"], "a.example");
     assert_eq!(h["x-forwarded-host"], "a.example");
+}
+
+#[tokio::test]
+async fn with_retries_0_a_connect_failure_is_not_retried() {
+    let dead = refused_addr().await;
+    let live = Upstream::named("live").await;
+    let veer = start_veer(&one_pool(
+        &[dead.to_string(), live.addr.to_string()],
+        "[proxy]\nretries = 0",
+    ))
+    .await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..10 {
+        *statuses
+            .entry(get(veer.http_addr, "/", &[]).await.status.as_u16())
+            .or_insert(0) += 1;
+    }
+    // Round robin alternates: half the requests meet the dead server and are not retried.
+    assert_eq!(statuses.get(&502), Some(&5), "{statuses:?}");
+    assert_eq!(statuses.get(&200), Some(&5), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_failure_after_the_request_was_sent_is_not_retried() {
+    // An upstream that reads the request, then closes without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = s.read(&mut buf).await {
+                if n > 0 {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            drop(s);
+        }
+    });
+    let live = Upstream::named("live").await;
+    let veer = start_veer(&one_pool(
+        &[addr.to_string(), live.addr.to_string()],
+        "[proxy]\nretries = 3",
+    ))
+    .await;
+    let got = get(veer.http_addr, "/", &[]).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        live.hits(),
+        0,
+        "a request that may have been processed is not sent twice"
+    );
+}
+
+#[tokio::test]
+async fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
+    let up = Upstream::named("plain").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let resp = raw_exchange(
+        veer.http_addr,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(resp.ends_with("plain\n"), "{resp:?}");
+    let h = up.headers();
+    assert_eq!(
+        h["upgrade"], "websocket",
+        "an upgrade request keeps its Upgrade header"
+    );
+    assert_eq!(h["connection"], "upgrade");
+}
+
+#[tokio::test]
+async fn te_transfer_encoding_and_upgrade_are_not_forwarded_and_via_is_appended() {
+    let up = Upstream::echo().await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let resp = raw_exchange(
+        veer.http_addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nUpgrade: h2c\r\nVia: 1.0 edge\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
+    assert!(resp.contains("hello"), "{resp:?}");
+    let h = up.headers();
+    assert!(h.get("te").is_none());
+    assert!(
+        h.get("upgrade").is_none(),
+        "not an upgrade without Connection: upgrade"
+    );
+    let via: Vec<_> = h
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(via, vec!["1.0 edge", "1.1 veer"]);
+}
+
+#[tokio::test]
+async fn http2_clients_get_the_forwarding_headers_too() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(format!("http://{}/x", veer.http_addr))
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(h2.request(req).await.unwrap().status(), 200);
+    let h = up.headers();
+    assert_eq!(h["x-forwarded-for"], "198.51.100.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], h["host"]);
 }

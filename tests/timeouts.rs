@@ -162,3 +162,80 @@ async fn a_stuck_client_does_not_hold_the_drain() {
         "drained long before shutdown_grace"
     );
 }
+
+#[tokio::test]
+async fn a_response_that_stops_moving_is_cut_off() {
+    // The upstream sends a head and half its body, then stalls forever.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let veer = start_veer(&format!(
+        "[proxy]\nrequest_timeout = \"300ms\"\nidle_timeout = \"300ms\"\n\
+         [pools.app]\nservers = [\"{up_addr}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
+    ))
+    .await;
+    let mut client = TcpStream::connect(veer.http_addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut client, Duration::from_secs(5)).await,
+        "a stalled response does not hold the connection forever"
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_counts_against_max_connections_while_open() {
+    use futures_util::{SinkExt, StreamExt};
+    let ws_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = ws_server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = ws_server.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() && ws.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let veer = start_veer(&format!(
+        "[proxy]\nmax_connections = 1\n[pools.app]\nservers = [\"{ws_addr}\"]\n\
+         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
+    ))
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", veer.http_addr))
+        .await
+        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
+        .await
+        .unwrap();
+    assert!(ws.next().await.unwrap().unwrap().is_text());
+    let mut other = TcpStream::connect(veer.http_addr).await.unwrap();
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = other.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503"),
+        "the open tunnel holds the only connection slot"
+    );
+    ws.close(None).await.unwrap();
+}

@@ -33,7 +33,7 @@ pub async fn forward(
     snap: &Snapshot,
     decision: &Decision,
     mut out: Outbound,
-    ctx: &ConnContext,
+    ctx: &Arc<ConnContext>,
 ) -> Result<(Response<RespBody>, ServerId), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
@@ -55,7 +55,7 @@ pub async fn forward(
     let server = lease.server;
     let mut resp = Response::from_parts(parts, body);
     if let (true, Some(client)) = (switching, out.client_upgrade) {
-        upgrade::tunnel(client, &mut resp, lease);
+        upgrade::tunnel(client, &mut resp, lease, Arc::clone(ctx));
         let (parts, _) = resp.into_parts();
         let resp = Response::from_parts(parts, RespBody::fixed(bytes::Bytes::new()));
         return Ok((resp, server));

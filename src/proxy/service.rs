@@ -45,7 +45,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
 async fn handle(
     state: &State,
-    ctx: &ConnContext,
+    ctx: &Arc<ConnContext>,
     mut req: Request<Incoming>,
 ) -> Response<RespBody> {
     let guard = ctx.activity.begin();
@@ -89,7 +89,7 @@ async fn forward_decided(
     snap: &Snapshot,
     decision: &route::Decision,
     out: Outbound,
-    ctx: &ConnContext,
+    ctx: &Arc<ConnContext>,
 ) -> (Response<RespBody>, route::ServerId) {
     match forward::forward(snap, decision, out, ctx).await {
         Ok((mut resp, server)) => {

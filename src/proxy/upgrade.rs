@@ -7,14 +7,23 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use std::sync::Arc;
+
+use crate::conn::ConnContext;
 use crate::proxy::body::Lease;
 
 /// Joins the two upgraded connections in a task of their own. The lease keeps the server's
-/// in-flight count for as long as the tunnel is open.
-pub fn tunnel(client: OnUpgrade, upstream_resp: &mut Response<Incoming>, lease: Lease) {
+/// in-flight count, and the client's context its place under `max_connections` and in the
+/// drain, for as long as the tunnel is open.
+pub fn tunnel(
+    client: OnUpgrade,
+    upstream_resp: &mut Response<Incoming>,
+    lease: Lease,
+    ctx: Arc<ConnContext>,
+) {
     let upstream = hyper::upgrade::on(upstream_resp);
     tokio::spawn(async move {
-        let _lease = lease;
+        let _held = (lease, ctx);
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
