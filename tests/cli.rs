@@ -171,7 +171,7 @@ async fn the_access_log_has_one_json_line_per_request() {
             up.addr
         ),
     );
-    let (mut child, addr, lines) = spawn_run_with_log(&path);
+    let (child, addr, lines) = spawn_run_with_log(&path);
     assert_eq!(common::get(addr, "/hello?x=1", &[]).await.status, 200);
     let mut access = Vec::new();
     while access.is_empty() {
@@ -189,7 +189,13 @@ async fn the_access_log_has_one_json_line_per_request() {
     assert_eq!(access[0]["route"], "web");
     assert_eq!(access[0]["pool"], "app");
     assert_eq!(access[0]["server"], up.addr.to_string());
-    signal(&child, "-TERM");
+    stop_expecting_0(child, "-TERM").await;
+}
+
+/// Sends `sig` and waits for the process to exit 0.
+async fn stop_expecting_0(child: std::process::Child, sig: &str) {
+    signal(&child, sig);
+    let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -220,7 +226,7 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         )
     };
     let path = temp_config("hup", &config("{ blue = 1, green = 0 }"));
-    let (mut child, addr) = spawn_run(&path);
+    let (child, addr) = spawn_run(&path);
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
 
     std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
@@ -242,12 +248,7 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         let got = common::get(addr, "/", &[]).await;
         assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "green\n"));
     }
-    signal(&child, "-TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop_expecting_0(child, "-TERM").await;
 }
 
 #[tokio::test]
@@ -282,12 +283,7 @@ async fn the_demo_serves_a_90_10_split_and_exits_0_on_ctrl_c() {
     assert_eq!(pinned.body, "green v2\n");
     let page = common::get(addr, "/", &[("accept", "text/html"), ("x-canary", "true")]).await;
     assert!(page.body.contains("<h1>green v2</h1>"));
-    signal(&child, "-INT");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop_expecting_0(child, "-INT").await;
 }
 
 #[tokio::test]
@@ -305,7 +301,7 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
         )
     };
     let path = temp_config("watch", &config("{ blue = 1, green = 0 }"));
-    let (mut child, addr) = spawn_run(&path);
+    let (child, addr) = spawn_run(&path);
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
     std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
     let mut switched = false;
@@ -318,12 +314,7 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(switched, "the edited file was picked up without a signal");
-    signal(&child, "-TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop_expecting_0(child, "-TERM").await;
 }
 
 #[test]
@@ -393,18 +384,13 @@ async fn sigint_drains_and_a_request_past_the_grace_does_not_block_exit_0() {
             slow.addr
         ),
     );
-    let (mut child, addr) = spawn_run(&path);
+    let (child, addr) = spawn_run(&path);
     let stuck = tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(20), common::get(addr, "/", &[])).await;
     });
     while slow.hits() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    signal(&child, "-INT");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop_expecting_0(child, "-INT").await;
     stuck.abort();
 }
