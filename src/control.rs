@@ -7,11 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Compiled, ConfigError, ConfigErrors, RawConfig, Settings};
 use crate::state::State;
+
+/// Rollout events kept per route; older ones are dropped.
+const MAX_HISTORY: usize = 100;
 
 /// A change asked for by an operator (or, later, the rollout driver).
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +116,11 @@ pub enum StateFileError {
     Corrupt { path: String, message: String },
     #[error("the state file {path} no longer fits the config: {errors}")]
     Invalid { path: String, errors: ConfigErrors },
+    #[error("cannot write the state file {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// What is saved in `admin.state_file`: the runtime changes laid over the config file, each
@@ -163,6 +172,17 @@ pub struct DrainRuntime {
 pub struct Control {
     state: Arc<State>,
     inner: Mutex<Inner>,
+    /// What readers see: published after every commit, read without the change lock (which
+    /// is held across compile and fsync).
+    published: ArcSwap<Published>,
+}
+
+/// One consistent view of the config in force, its runtime state and its version.
+#[derive(Debug)]
+pub struct Published {
+    pub effective: Compiled,
+    pub runtime: Runtime,
+    pub version: u64,
 }
 
 #[derive(Debug)]
@@ -190,7 +210,7 @@ impl Control {
             None => Runtime::default(),
         };
         let file = compiled.raw.clone();
-        let (runtime, effective) = match settle(&file, runtime) {
+        let (mut runtime, effective) = match settle(&file, runtime) {
             Ok(settled) => settled,
             Err(errors) => {
                 return Err(StateFileError::Invalid {
@@ -201,10 +221,26 @@ impl Control {
                 })
             }
         };
+        // A restart with saved state starts a new version (the file may have changed what the
+        // state meant), written back at once: a version never names two different tables.
+        if let Some(path) = &state_file {
+            if runtime != Runtime::default() {
+                runtime.version += 1;
+                write_state_file(path, &runtime).map_err(|source| StateFileError::Write {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            }
+        }
         let mut table = effective.table.clone();
         table.version = runtime.version.max(1);
         let state = Arc::new(State::new(table));
         state.set_access_log(effective.settings.log.access);
+        let published = ArcSwap::from_pointee(Published {
+            effective: effective.clone(),
+            runtime: runtime.clone(),
+            version: runtime.version.max(1),
+        });
         let control = Self {
             state,
             inner: Mutex::new(Inner {
@@ -213,6 +249,7 @@ impl Control {
                 state_file,
                 effective,
             }),
+            published,
         };
         control.apply_drains(&control.lock());
         crate::metrics::handle();
@@ -229,15 +266,21 @@ impl Control {
         self.state.snapshot().table.version
     }
 
+    /// The config in force, its runtime state and its version, as one consistent view.
+    /// Never waits for a change in progress.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.load_full()
+    }
+
     /// The config in force and its version.
     pub fn effective(&self) -> (Compiled, u64) {
-        let inner = self.lock();
-        (inner.effective.clone(), self.version())
+        let view = self.published();
+        (view.effective.clone(), view.version)
     }
 
     /// The runtime state (rollout states, drains, splits set at runtime).
     pub fn runtime(&self) -> Runtime {
-        self.lock().runtime.clone()
+        self.published().runtime.clone()
     }
 
     /// Applies `change` if `expect` (an `If-Match` version) is absent or current. Blocking: it
@@ -258,6 +301,11 @@ impl Control {
     /// definition changed in the file are dropped (the file wins); the rest stay.
     pub fn reload(&self, file: RawConfig) -> Result<u64, ControlError> {
         let mut inner = self.lock();
+        if file == inner.file {
+            // The same file again: nothing to swap, and no new version to make `If-Match`
+            // holders stale.
+            return Ok(self.version());
+        }
         let runtime = inner.runtime.clone();
         let (runtime, compiled) = settle(&file, runtime).map_err(ControlError::Invalid)?;
         let previous = std::mem::replace(&mut inner.file, file);
@@ -300,6 +348,11 @@ impl Control {
         self.state.set_access_log(compiled.settings.log.access);
         let installed = self.state.install(compiled.table);
         self.apply_drains(inner);
+        self.published.store(Arc::new(Published {
+            effective: inner.effective.clone(),
+            runtime: inner.runtime.clone(),
+            version: installed,
+        }));
         crate::metrics::table_installed(&self.state.snapshot().table);
         Ok(installed)
     }
@@ -327,10 +380,15 @@ impl Control {
     }
 }
 
-/// Drops runtime entries made against definitions that changed, and compiles the result.
+/// Drops runtime entries made against definitions that changed (the file wins), each with a
+/// warning, and compiles the result.
 fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled), ConfigErrors> {
     if let Some(replaced) = &runtime.config {
         if replaced.file != fingerprint(file) {
+            tracing::warn!(
+                "the config file changed since a config was set through the API: the file wins, \
+                 and runtime splits, drains and rollout states made since are dropped"
+            );
             runtime.config = None;
             runtime.routes.clear();
             runtime.drains.clear();
@@ -338,14 +396,32 @@ fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled),
     }
     let base = base_config(file, &runtime);
     runtime.routes.retain(|name, entry| {
-        base.routes
-            .iter()
-            .any(|r| r.name == *name && fingerprint(r) == entry.base)
+        let Some(def) = base.routes.iter().find(|r| r.name == *name) else {
+            tracing::warn!(route = %name, "route no longer in the config: its runtime state is dropped");
+            return false;
+        };
+        if fingerprint(def) != entry.base {
+            tracing::warn!(route = %name, "route changed in the config file: the file wins over its runtime split and rollout state");
+            return false;
+        }
+        let unknown = entry
+            .split
+            .as_ref()
+            .and_then(|split| split.keys().find(|p| !base.pools.contains_key(*p)));
+        if let Some(pool) = unknown {
+            tracing::warn!(route = %name, pool = %pool, "runtime split names a pool no longer in the config: dropped");
+            return false;
+        }
+        true
     });
     runtime.drains.retain(|d| {
-        base.pools.get(&d.pool).is_some_and(|pool| {
+        let kept = base.pools.get(&d.pool).is_some_and(|pool| {
             fingerprint(pool) == d.base && pool.servers.iter().any(|s| s.addr() == d.addr)
-        })
+        });
+        if !kept {
+            tracing::warn!(pool = %d.pool, server = %d.addr, "pool changed in the config file: the file wins over the server's drain");
+        }
+        kept
     });
     let compiled = config::from_raw(effective_config(file, &runtime))?;
     Ok((runtime, compiled))
@@ -398,7 +474,25 @@ fn change_runtime(
             }
             let current = current_split(runtime, base, &route)?;
             let split = only(&current, &pool);
-            route_entry(runtime, base, &route)?.split = Some(split);
+            let canary = find_route(base, &route)?
+                .rollout
+                .as_ref()
+                .map(|p| p.canary.clone());
+            let entry = route_entry(runtime, base, &route)?;
+            entry.split = Some(split);
+            // Promoting the canary by hand ends a rollout as promoted; promoting anything else
+            // ends it rolled back.
+            if let (Some(status), Some(canary)) = (entry.rollout.as_mut(), canary) {
+                if status.state.under_way() {
+                    status.record(if pool == canary {
+                        RolloutState::Promoted
+                    } else {
+                        RolloutState::RolledBack {
+                            reason: format!("{pool} promoted by an operator"),
+                        }
+                    });
+                }
+            }
         }
         Change::Rollback { route } => {
             let current = current_split(runtime, base, &route)?;
@@ -410,10 +504,7 @@ fn change_runtime(
             let entry = route_entry(runtime, base, &route)?;
             entry.split = Some(only(&current, &stable));
             if let Some(status) = entry.rollout.as_mut() {
-                if matches!(
-                    status.state,
-                    RolloutState::Progressing { .. } | RolloutState::Paused { .. }
-                ) {
+                if status.state.under_way() || status.state == RolloutState::Promoted {
                     status.record(RolloutState::RolledBack {
                         reason: "rolled back by an operator".into(),
                     });
@@ -440,10 +531,11 @@ fn change_runtime(
         }
         Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
         Change::Replace(config) => {
-            // The admin section (listener, token, state file) comes from the file alone: the
-            // API cannot change its own access or where its changes are kept.
+            // Settings a running process cannot take up come from the file alone: the
+            // listeners, TLS, the admin section (the API cannot change its own access or where
+            // its changes are kept), the worker count, the log level and format.
             let mut config = *config;
-            config.admin = file.admin.clone();
+            keep_restart_only(&mut config, file);
             runtime.config = Some(Replaced {
                 file: fingerprint(file),
                 config,
@@ -464,6 +556,26 @@ fn change_runtime(
         }
     }
     Ok(())
+}
+
+/// Copies from `file` into `config` what only a restart can change.
+fn keep_restart_only(config: &mut RawConfig, file: &RawConfig) {
+    config.listen = file.listen.clone();
+    config.tls = file.tls.clone();
+    config.admin = file.admin.clone();
+    let workers = file.proxy.as_ref().and_then(|p| p.workers);
+    if workers.is_some() || config.proxy.is_some() {
+        config.proxy.get_or_insert_with(Default::default).workers = workers;
+    }
+    let (level, format) = file
+        .log
+        .as_ref()
+        .map_or((None, None), |l| (l.level.clone(), l.format));
+    if level.is_some() || format.is_some() || config.log.is_some() {
+        let log = config.log.get_or_insert_with(Default::default);
+        log.level = level;
+        log.format = format;
+    }
 }
 
 fn find_route<'a>(base: &'a RawConfig, route: &str) -> Result<&'a config::RawRoute, ControlError> {
@@ -610,6 +722,14 @@ fn canary_split(
 }
 
 impl RolloutState {
+    /// Progressing or paused: the rollout owns the route's weights.
+    pub fn under_way(&self) -> bool {
+        matches!(
+            self,
+            RolloutState::Progressing { .. } | RolloutState::Paused { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             RolloutState::Idle => "idle",
@@ -633,6 +753,10 @@ impl RolloutStatus {
             other => other.name().to_string(),
         };
         self.history.push(RolloutEvent { at, event });
+        if self.history.len() > MAX_HISTORY {
+            let excess = self.history.len() - MAX_HISTORY;
+            self.history.drain(..excess);
+        }
         self.state = state;
     }
 }
@@ -656,9 +780,13 @@ fn read_state_file(path: &Path) -> Result<Runtime, StateFileError> {
 }
 
 /// Writes the state file so that a crash leaves the old or the new one whole: a temporary
-/// file in the same directory, fsync, rename over the old, fsync of the directory.
+/// file in the same directory (named for this process, so two processes never share one),
+/// readable by the owner only (it may hold a token), fsync, rename over the old, fsync of the
+/// directory. Once the rename is done the change is on disk, so a failing directory fsync is
+/// logged, not reported as a failure.
 fn write_state_file(path: &Path, runtime: &Runtime) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let json = serde_json::to_vec_pretty(runtime).map_err(std::io::Error::other)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -668,15 +796,26 @@ fn write_state_file(path: &Path, runtime: &Runtime) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "veer-state".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&json)?;
         f.write_all(b"\n")?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "state file written, but its directory could not be synced");
+    }
+    Ok(())
 }
 
 /// The settings of a newly read file that only a restart can apply.
@@ -1002,8 +1141,8 @@ split = { blue = 1 }
         let again = control(&admin);
         assert_eq!(
             again.version(),
-            3,
-            "versions stay monotonic across restarts"
+            4,
+            "a restart with saved state starts the version after the saved one"
         );
         assert_eq!(
             weights(&again, "web"),
@@ -1071,5 +1210,130 @@ split = { blue = 1 }
             weights(&c, "web"),
             vec![("blue".into(), 99), ("green".into(), 1)]
         );
+    }
+
+    #[test]
+    fn drains_and_rollout_states_survive_a_restart() {
+        let dir = temp_dir("survive");
+        let admin = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            dir.join("state.json").display()
+        );
+        let c = control(&admin);
+        c.apply(
+            Change::Drain {
+                pool: "blue".into(),
+                addr: "127.0.0.1:9002".into(),
+                drain: true,
+            },
+            None,
+        )
+        .unwrap();
+        c.apply(
+            Change::Rollout {
+                route: "web".into(),
+                action: RolloutAction::Start,
+            },
+            None,
+        )
+        .unwrap();
+        drop(c);
+        let again = control(&admin);
+        assert!(again.state().snapshot().slots.server(0, 1).draining());
+        let status = again.runtime().routes["web"].rollout.clone().unwrap();
+        assert_eq!(status.state, RolloutState::Progressing { step: 0 });
+        assert_eq!(again.published().version, 4);
+    }
+
+    #[test]
+    fn an_unreadable_state_file_is_a_clear_error() {
+        let dir = temp_dir("unreadable");
+        // A directory where the file should be: it exists but cannot be read as one.
+        let state = dir.join("state.json");
+        std::fs::create_dir_all(&state).unwrap();
+        let admin = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            state.display()
+        );
+        let compiled = config::from_toml(&format!("{BASE}\n{admin}"), "t.toml").unwrap();
+        let err = Control::start(compiled).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read the state file") && err.contains("state.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_persisted_is_not_applied() {
+        let dir = temp_dir("persist");
+        let admin = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
+            dir.join("gone").join("state.json").display()
+        );
+        let c = control(&admin);
+        let result = c.apply(
+            Change::Promote {
+                route: "web".into(),
+                pool: "green".into(),
+            },
+            None,
+        );
+        assert!(
+            matches!(result, Err(ControlError::Persist { .. })),
+            "{result:?}"
+        );
+        assert_eq!(c.version(), 1);
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 95), ("green".into(), 5)]
+        );
+    }
+
+    #[test]
+    fn a_reload_drops_a_runtime_split_naming_a_pool_the_file_removed() {
+        let c = control("");
+        c.apply(
+            Change::Split {
+                route: "api".into(),
+                weights: split(&[("blue", 1), ("green", 1)]),
+            },
+            None,
+        )
+        .unwrap();
+        let without_green = BASE
+            .replace("[pools.green]\nservers = [\"127.0.0.1:9011\"]\n", "")
+            .replace("split = { blue = 95, green = 5 }", "split = { blue = 1 }")
+            .replace("[routes.rollout]\nstable = \"blue\"\ncanary = \"green\"\nsteps = [5, 20, 50, 100]\n", "");
+        let raw = config::from_toml(&without_green, "t.toml").unwrap().raw;
+        c.reload(raw)
+            .expect("the file wins; the stale runtime split is dropped");
+        assert_eq!(weights(&c, "api"), vec![("blue".into(), 1)]);
+    }
+
+    #[test]
+    fn reloading_the_same_file_makes_no_new_version() {
+        let c = control("");
+        let same = config::from_toml(BASE, "t.toml").unwrap().raw;
+        let v = c.reload(same).unwrap();
+        assert_eq!(v, 1);
+        assert_eq!(c.version(), 1);
+    }
+
+    #[test]
+    fn a_replaced_config_keeps_the_files_restart_only_settings() {
+        let c = control("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"secret\"");
+        let mut raw = c.effective().0.raw;
+        raw.admin = None;
+        raw.listen = Some(config::RawListen {
+            http: Some("127.0.0.1:1".into()),
+            https: None,
+        });
+        c.apply(Change::Replace(Box::new(raw)), None).unwrap();
+        let (effective, _) = c.effective();
+        assert_eq!(
+            effective.settings.admin.unwrap().token.as_deref(),
+            Some("secret")
+        );
+        assert_eq!(effective.settings.listen.http.port(), 0);
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 use crate::config::{self, Settings};
@@ -32,20 +32,16 @@ impl Source {
     }
 }
 
-/// Reloads `path` on every SIGHUP (and on content changes with `admin.watch`) until `stop`.
+/// Reloads `path` on every SIGHUP received on `hup` (and on content changes with
+/// `admin.watch`) until `stop`. The signal stream is made by the caller before anything
+/// listens, so that an early SIGHUP is never the default action (exit).
 pub async fn run(
     path: PathBuf,
     started: Settings,
     control: Arc<Control>,
+    mut hup: Signal,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
-            return;
-        }
-    };
     let watching = started.admin.as_ref().is_some_and(|a| a.watch);
     let mut seen = content_hash(&path);
     let mut tick = tokio::time::interval(WATCH_EVERY);

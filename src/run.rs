@@ -190,6 +190,15 @@ pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
 }
 
 async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
+    // Handlers first: a signal that arrives while veer starts must not take its default
+    // action (SIGHUP would end the process).
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for signals");
+            return 1;
+        }
+    };
     for note in inactive(&compiled) {
         tracing::warn!("{note}");
     }
@@ -209,11 +218,12 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
         path,
         settings,
         Arc::clone(&running.control),
+        signals.hup,
         running.shutdown_signal(),
     ));
-    if let Err(e) = stop_signal().await {
-        tracing::error!(error = %e, "cannot wait for signals");
-        return 1;
+    tokio::select! {
+        _ = signals.term.recv() => tracing::info!("SIGTERM received"),
+        _ = signals.int.recv() => tracing::info!("SIGINT received"),
     }
     running.shutdown();
     reloader.abort();
@@ -225,13 +235,20 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
     0
 }
 
-async fn stop_signal() -> io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// The signals `veer run` acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    Ok(())
 }

@@ -226,7 +226,7 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         )
     };
     let path = temp_config("hup", &config("{ blue = 1, green = 0 }"));
-    let (child, addr) = spawn_run(&path);
+    let (child, addr, lines) = spawn_run_with_log(&path);
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
 
     std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
@@ -243,7 +243,11 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
 
     std::fs::write(&path, "[pools.green\nthis is not toml").unwrap();
     signal(&child, "-HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The failure is logged with the file's line and column.
+    let place = format!("{}:1:", path.display());
+    let logged = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
+        .any(|line| line.contains("reload failed") && line.contains(&place));
+    assert!(logged, "the reload error names {place}");
     for _ in 0..20 {
         let got = common::get(addr, "/", &[]).await;
         assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "green\n"));

@@ -192,6 +192,50 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
     assert!(ok > 1000, "the load ran throughout: {ok} requests");
     assert!(blue.hits() > 0 && green.hits() > 0);
+    // The reloads happened (signals sent close together may be delivered as one) and none
+    // failed; the change path still takes a change afterwards.
+    let metrics = get_text(veer.admin, "/metrics").await;
+    let count = |result: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("veer_config_reloads_total")
+                    && l.contains("source=\"sighup\"")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("ok") >= 10, "{metrics}");
+    assert_eq!(count("error"), 0, "{metrics}");
+    assert_eq!(
+        put_split(veer.admin, "{\"blue\": 0, \"green\": 1}").await,
+        200
+    );
+    assert_eq!(common::get(veer.http, "/", &[]).await.body, "green\n");
+}
+
+async fn get_text(admin: SocketAddr, path: &str) -> String {
+    let req = http::Request::get(format!("http://{admin}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+async fn etag(admin: SocketAddr) -> u64 {
+    let req = http::Request::get(format!("http://{admin}/api/v1/routes"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = common::client().request(req).await.unwrap();
+    resp.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -212,6 +256,7 @@ async fn an_acknowledged_change_survives_sigkill_and_an_edited_file_wins() {
         put_split(veer.admin, "{\"blue\": 0, \"green\": 100}").await,
         200
     );
+    let acknowledged = etag(veer.admin).await;
     veer.child.kill().unwrap();
     veer.child.wait().unwrap();
     drop(veer);
@@ -220,6 +265,10 @@ async fn an_acknowledged_change_survives_sigkill_and_an_edited_file_wins() {
     for _ in 0..10 {
         assert_eq!(common::get(veer.http, "/", &[]).await.body, "green\n");
     }
+    assert!(
+        etag(veer.admin).await > acknowledged,
+        "a restart never reuses a version"
+    );
     drop(veer);
 
     // Editing the route in the file makes the file win at the next start.

@@ -202,8 +202,16 @@ async fn change(
     Ok(json_response(StatusCode::OK, &out, Some(version)))
 }
 
-/// Runs `change` through the change path on a blocking thread (it fsyncs).
+/// Runs `change` through the change path on a blocking thread (it fsyncs). A draining
+/// process takes no more changes: they belong to the process that replaces it, which may
+/// already share this port.
 async fn apply(admin: &Admin, change: Change, expect: Option<u64>) -> Result<u64, ApiError> {
+    if *admin.draining.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "veer is draining and takes no more changes; send them to the process that replaces it",
+        ));
+    }
     let control = Arc::clone(&admin.control);
     let what = describe(&change);
     match tokio::task::spawn_blocking(move || control.apply(change, expect)).await {
@@ -264,6 +272,13 @@ fn parse_config(
     ) {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the TOML body is not UTF-8"))?;
+        // Not TOML at all is a malformed body (400); TOML that is not a valid config is 422.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ApiError::bad_request(format!(
+                "the body is not TOML: {}",
+                one_line(e.message())
+            )));
+        }
         let compiled =
             config::from_toml(text, "<request body>").map_err(ApiError::invalid_config)?;
         return Ok((compiled.raw, None));
@@ -487,6 +502,8 @@ mod tests {
         let e = parse_config(br#"{"poolz": {}}"#, None).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         let e = parse_config(b"[pools", Some("application/toml")).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_config(b"[pools.a]\nservers = []", Some("application/toml")).unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.errors[0].location.is_some());
     }

@@ -300,7 +300,7 @@ pub fn main(args: CtlArgs) -> i32 {
         match tokio::time::timeout(timeout, run(&client, &args)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Unreachable(format!(
-                "no answer within {}",
+                "no answer within {}; a change may still have been applied: check with `veer ctl status`",
                 humantime::format_duration(timeout)
             ))),
         }
