@@ -398,3 +398,28 @@ async fn sigint_drains_and_a_request_past_the_grace_does_not_block_exit_0() {
     stop_expecting_0(child, "-INT").await;
     stuck.abort();
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_the_listener_says_it_needs_a_restart() {
+    let up = Upstream::named("app").await;
+    let config = |port: u16| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:{port}\"\n[log]\nformat = \"json\"\n\
+             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+            up.addr
+        )
+    };
+    let path = temp_config("restart-needed", &config(0));
+    let (child, addr, lines) = spawn_run_with_log(&path);
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    drop(other);
+    std::fs::write(&path, config(port)).unwrap();
+    signal(&child, "-HUP");
+    let warned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
+        .any(|line| line.contains("listen changed") && line.contains("after a restart"));
+    assert!(warned, "the listener change is reported");
+    // Still serving on the address it started with.
+    assert_eq!(common::get(addr, "/", &[]).await.status, 200);
+    stop_expecting_0(child, "-TERM").await;
+}
