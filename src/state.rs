@@ -62,8 +62,4 @@ impl State {
     pub fn set_access_log(&self, on: bool) {
         self.access_log.store(on, Ordering::Relaxed);
     }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }

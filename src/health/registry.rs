@@ -174,12 +174,4 @@ impl Registry {
             .collect();
         Slots { pools }
     }
-
-    /// The slot of a server some snapshot holds, by names (admin and health tasks).
-    pub fn find(&self, pool: &str, addr: &str) -> Option<Arc<ServerSlot>> {
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known
-            .get(&(Box::from(pool), Box::from(addr)))
-            .and_then(Weak::upgrade)
-    }
 }

@@ -79,14 +79,6 @@ impl IdleConns {
             let _ = self.queue.push(sender);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
 }
 
 /// Opens a new HTTP/1.1 connection to `target`. `upgrades`: the connection may be taken over by
