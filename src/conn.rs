@@ -13,12 +13,16 @@ use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::upstream::Scheme;
+
 /// Per-connection facts, computed once at accept.
 #[derive(Debug)]
 pub struct ConnContext {
     pub peer: SocketAddr,
     /// The client's address as a header value, formatted once per connection.
     pub peer_header: HeaderValue,
+    /// How the client reached veer, from its connection (`x-forwarded-proto`).
+    pub scheme: Scheme,
     pub activity: Arc<Activity>,
     /// What the accept loop counts this connection by (the connection limit, the drain). It
     /// lives as long as the context: an upgraded connection's tunnel holds the context, so a
@@ -36,13 +40,14 @@ impl std::fmt::Debug for Hold {
 }
 
 impl ConnContext {
-    pub fn new(peer: SocketAddr) -> Self {
+    pub fn new(peer: SocketAddr, scheme: Scheme) -> Self {
         let ip = canonical_ip(peer.ip());
         let peer_header = HeaderValue::from_str(&ip.to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             peer: SocketAddr::new(ip, peer.port()),
             peer_header,
+            scheme,
             activity: Arc::default(),
             _hold: Hold(None),
         }

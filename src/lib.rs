@@ -12,6 +12,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod kept;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

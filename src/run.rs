@@ -13,7 +13,7 @@ use crate::admin::{self, Admin};
 use crate::config::Compiled;
 use crate::control::{Control, StateFileError};
 use crate::state::State;
-use crate::{reload, server};
+use crate::{reload, server, upstream};
 
 /// Why veer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,10 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
         }
         _ => None,
     };
+    tokio::spawn(sweep_idle_connections(
+        Arc::clone(&state),
+        shutdown.subscribe(),
+    ));
     let task = tokio::spawn(server::serve(listener, Arc::clone(&state), rx));
     tracing::info!(addr = %http_addr, "listening");
     Ok(Running {
@@ -99,6 +103,21 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
         shutdown,
         task,
     })
+}
+
+/// Closes pooled upstream connections idle past `proxy.upstream_idle_timeout`, also where no
+/// request comes to take them, until the drain starts.
+async fn sweep_idle_connections(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let snap = state.snapshot();
+        let max_idle = snap.table.proxy.upstream_idle_timeout;
+        snap.conns.sweep(tokio::time::Instant::now(), max_idle);
+        drop(snap);
+        tokio::select! {
+            _ = tokio::time::sleep(upstream::pool::sweep_period(max_idle)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 fn bind(field: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {

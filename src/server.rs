@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
 use crate::proxy::{ProxyError, ProxyService, RespBody};
 use crate::state::State;
+use crate::upstream::Io;
 
 /// The largest request head accepted; a bigger one is answered `431`.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -148,7 +149,8 @@ impl Conn {
             mut shutdown,
             hold,
         } = self;
-        let ctx = Arc::new(ConnContext::new(peer).holding(hold));
+        let stream = Io::Tcp(stream);
+        let ctx = Arc::new(ConnContext::new(peer, stream.scheme()).holding(hold));
         let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
         let settings = state.snapshot().table.proxy.clone();
         if over {

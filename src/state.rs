@@ -1,6 +1,6 @@
-//! The shared handles: the running snapshot (table plus the runtime slots of its servers) behind
-//! an `ArcSwap`, and the health registry that outlives snapshots. No logic beyond installing a
-//! snapshot.
+//! The shared handles: the running snapshot (table plus the runtime slots and idle connections
+//! of its servers) behind an `ArcSwap`, and the registries that outlive snapshots. No logic
+//! beyond installing a snapshot.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::health::registry::{Registry, Slots};
 use crate::route::Table;
+use crate::upstream::pool::{Conns, Pools};
 
 /// One consistent view for a request: the table and, index for index, its servers' runtime
 /// state. A request loads it once and uses it to the end.
@@ -16,12 +17,15 @@ use crate::route::Table;
 pub struct Snapshot {
     pub table: Table,
     pub slots: Slots,
+    /// Idle keep-alive connections, index for index with the table's servers.
+    pub conns: Conns,
 }
 
 #[derive(Debug)]
 pub struct State {
     current: ArcSwap<Snapshot>,
     registry: Registry,
+    pools: Pools,
     access_log: AtomicBool,
 }
 
@@ -30,11 +34,18 @@ impl State {
     /// from a state file).
     pub fn new(mut table: Table) -> Self {
         let registry = Registry::default();
+        let pools = Pools::default();
         table.version = table.version.max(1);
         let slots = registry.reconcile(&table);
+        let conns = pools.reconcile(&table);
         Self {
-            current: ArcSwap::from_pointee(Snapshot { table, slots }),
+            current: ArcSwap::from_pointee(Snapshot {
+                table,
+                slots,
+                conns,
+            }),
             registry,
+            pools,
             access_log: AtomicBool::new(false),
         }
     }
@@ -50,7 +61,12 @@ impl State {
         let version = self.current.load().table.version + 1;
         table.version = version;
         let slots = self.registry.reconcile(&table);
-        self.current.store(Arc::new(Snapshot { table, slots }));
+        let conns = self.pools.reconcile(&table);
+        self.current.store(Arc::new(Snapshot {
+            table,
+            slots,
+            conns,
+        }));
         version
     }
 

@@ -170,6 +170,11 @@ fn proxy(p: Option<&RawProxy>) -> Res<ProxySettings> {
         max_connections: p.max_connections.unwrap_or(d.max_connections),
         retries: p.retries.unwrap_or(d.retries),
         shutdown_grace: dur("shutdown_grace", &p.shutdown_grace, d.shutdown_grace)?,
+        upstream_idle_timeout: dur(
+            "upstream_idle_timeout",
+            &p.upstream_idle_timeout,
+            d.upstream_idle_timeout,
+        )?,
         expose_pool_header: p.expose_pool_header.unwrap_or(d.expose_pool_header),
     })
 }

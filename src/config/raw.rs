@@ -99,6 +99,8 @@ pub struct RawProxy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_idle_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose_pool_header: Option<bool>,
 }
 

@@ -183,6 +183,7 @@ impl Checker<'_> {
             ("idle_timeout", &p.idle_timeout, true),
             ("header_read_timeout", &p.header_read_timeout, true),
             ("shutdown_grace", &p.shutdown_grace, false),
+            ("upstream_idle_timeout", &p.upstream_idle_timeout, true),
         ];
         for (field, value, nonzero) in durations {
             self.duration(path.key(field), value.as_deref(), nonzero);

@@ -1,14 +1,14 @@
 //! The registry: one runtime slot per (pool name, server address), with atomics only. A table
-//! swap reconciles it: servers that remain keep their slot (health, drain state, in-flight count,
-//! idle connections); servers that left are forgotten once no snapshot holds them.
+//! swap reconciles it: servers that remain keep their slot (health, drain state, in-flight
+//! count); servers that left are forgotten once no snapshot holds them. Knows nothing of
+//! sockets: idle connections are `upstream::pool`'s.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
+use crate::kept::Kept;
 use crate::route::table::{PoolId, ServerId, Table};
 use crate::route::HealthView;
-use crate::upstream::IdleConns;
 
 const UNHEALTHY: u8 = 1;
 const DRAINING: u8 = 2;
@@ -22,8 +22,6 @@ pub struct ServerSlot {
     /// Bit set of reasons the server takes no new requests; 0 = available.
     flags: AtomicU8,
     in_flight: AtomicU32,
-    /// Keep-alive connections to this server, ready for reuse.
-    pub conns: IdleConns,
 }
 
 impl ServerSlot {
@@ -33,7 +31,6 @@ impl ServerSlot {
             addr: addr.into(),
             flags: AtomicU8::new(0),
             in_flight: AtomicU32::new(0),
-            conns: IdleConns::default(),
         }
     }
 
@@ -143,15 +140,14 @@ type ServerKey = (Box<str>, Box<str>);
 /// (pool, address) -> slot, for every server some snapshot still holds.
 #[derive(Debug, Default)]
 pub struct Registry {
-    known: Mutex<HashMap<ServerKey, Weak<ServerSlot>>>,
+    known: Kept<ServerKey, ServerSlot>,
 }
 
 impl Registry {
     /// The slots for `table`: existing ones for servers that remain, fresh ones for new servers.
     /// Runs on the change path only.
     pub fn reconcile(&self, table: &Table) -> Slots {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        known.retain(|_, slot| slot.strong_count() > 0);
+        let mut known = self.known.begin();
         let pools = table
             .pools
             .iter()
@@ -161,12 +157,7 @@ impl Registry {
                     .iter()
                     .map(|server| {
                         let key = (pool.name.clone(), server.addr.clone());
-                        if let Some(slot) = known.get(&key).and_then(Weak::upgrade) {
-                            return slot;
-                        }
-                        let slot = Arc::new(ServerSlot::new(&pool.name, &server.addr));
-                        known.insert(key, Arc::downgrade(&slot));
-                        slot
+                        known.get(key, || ServerSlot::new(&pool.name, &server.addr))
                     })
                     .collect(),
                 round_robin: AtomicU64::new(0),

@@ -3,6 +3,7 @@
 //! server's idle pool; dropped early, the connection is closed instead.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -11,22 +12,26 @@ use hyper::body::Incoming;
 
 use crate::conn::RequestGuard;
 use crate::health::registry::InFlight;
+use crate::upstream::pool::ServerConns;
 use crate::upstream::Sender;
 
 /// A server connection and the in-flight count of the request using it.
 #[derive(Debug)]
 pub struct Lease {
-    pub sender: Option<Sender>,
+    /// The connection and the server's idle pool it returns to; none for an upgrade.
+    pub sender: Option<(Sender, Arc<ServerConns>)>,
     pub flight: InFlight,
     /// The server that answered: the decision's, or another after a connect-failure retry.
     pub server: crate::route::ServerId,
+    /// The attempt that answered went out on a kept connection.
+    pub reused: bool,
 }
 
 impl Lease {
     /// The exchange finished cleanly: the connection may serve the next request.
     fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.flight.slot().conns.give(sender);
+        if let Some((sender, conns)) = self.sender.take() {
+            conns.give(sender, tokio::time::Instant::now());
         }
     }
 }

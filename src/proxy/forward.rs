@@ -10,13 +10,13 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::conn::ConnContext;
-use crate::health::registry::ServerSlot;
 use crate::proxy::body::{Lease, RespBody};
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::{headers, upgrade};
-use crate::route::table::Target;
+use crate::route::table::{ProxySettings, Target};
 use crate::route::{self, Decision, ServerId};
 use crate::state::Snapshot;
+use crate::upstream::pool::ServerConns;
 use crate::upstream::{self, ReqBody, Sender};
 
 /// A request to forward, with what the decision said about it.
@@ -79,10 +79,10 @@ async fn send(
     let mut fresh = upgrading;
     loop {
         let slot = snap.slots.server(decision.pool, server);
+        let conns = snap.conns.server(decision.pool, server);
         let target = &pool.servers[usize::from(server)].target;
         let flight = slot.begin();
-        let timeout = settings.connect_timeout;
-        let (mut sender, reused) = match obtain(slot, target, timeout, fresh, upgrading).await {
+        let (mut sender, reused) = match obtain(conns, target, settings, fresh, upgrading).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
@@ -109,45 +109,45 @@ async fn send(
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                let sender = (!upgrading).then_some(sender);
-                return Ok((
-                    resp,
-                    Lease {
-                        sender,
-                        flight,
-                        server,
-                    },
-                ));
+                let sender = (!upgrading).then(|| (sender, Arc::clone(conns)));
+                let lease = Lease {
+                    sender,
+                    flight,
+                    server,
+                    reused,
+                };
+                return Ok((resp, lease));
             }
-            Err(mut failed) => match failed.take_message() {
+            Err(mut failed) => {
                 // A kept connection closed before the request went out: the request is intact,
                 // so it goes again, once, on a new connection to the same server.
-                Some(back) if reused => {
+                if let (Some(back), true) = (failed.take_message(), reused) {
                     req = back;
                     fresh = true;
                     continue;
                 }
-                _ => return Err(error::from_send(failed.into_error())),
-            },
+                return Err(error::from_send(failed.into_error()));
+            }
         }
     }
 }
 
-/// An idle kept connection that is ready now, else a new one (always new when `fresh`).
-/// `true` with a kept connection.
+/// The most recently used kept connection that is ready now, else a new one (always new when
+/// `fresh`). `true` with a kept connection.
 async fn obtain(
-    slot: &Arc<ServerSlot>,
+    conns: &ServerConns,
     target: &Target,
-    connect_timeout: std::time::Duration,
+    settings: &ProxySettings,
     fresh: bool,
     upgrading: bool,
 ) -> Result<(Sender, bool), upstream::ConnectError> {
     if !fresh {
-        if let Some(sender) = slot.conns.take_ready() {
+        let now = tokio::time::Instant::now();
+        if let Some(sender) = conns.take(now, settings.upstream_idle_timeout) {
             return Ok((sender, true));
         }
     }
-    let sender = upstream::connect(target, connect_timeout, upgrading).await?;
+    let sender = upstream::connect(target, settings.connect_timeout, upgrading).await?;
     Ok((sender, false))
 }
 

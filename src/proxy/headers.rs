@@ -110,7 +110,10 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     append_forwarded_for(headers, &ctx.peer_header);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(ctx.scheme.as_str()),
+    );
     headers.append(header::VIA, via);
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let origin = parts

@@ -42,6 +42,8 @@ pub struct ProxySettings {
     /// Extra attempts on another server of the same pool after a connect failure.
     pub retries: u32,
     pub shutdown_grace: Duration,
+    /// Pooled upstream connections idle longer than this are closed.
+    pub upstream_idle_timeout: Duration,
     pub expose_pool_header: bool,
 }
 
@@ -55,6 +57,7 @@ impl Default for ProxySettings {
             max_connections: 10_000,
             retries: 1,
             shutdown_grace: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(60),
             expose_pool_header: false,
         }
     }

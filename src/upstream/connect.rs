@@ -1,0 +1,176 @@
+//! Opening connections to servers (with `connect_timeout`) and the `Io` type that both sides of
+//! the proxy carry: a client connection accepted by `server` and a server connection opened here
+//! are the same kind of stream, whatever transport lies under it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::route::table::Target;
+use crate::upstream::Sender;
+
+/// A connection's byte stream. Every transport veer speaks is a variant here, so that the
+/// accept loop, the proxy and the upstream side handle one type.
+#[derive(Debug)]
+pub enum Io {
+    Tcp(TcpStream),
+}
+
+impl Io {
+    /// The URI scheme a client used to reach veer over this stream (`x-forwarded-proto`).
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Io::Tcp(_) => Scheme::Http,
+        }
+    }
+}
+
+/// How a client reached veer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Tcp(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {target} timed out after {after:?}")]
+    Timeout { target: String, after: Duration },
+    #[error("connect to {target}: {source}")]
+    Io { target: String, source: io::Error },
+    #[error("HTTP/1.1 handshake with {target}: {source}")]
+    Handshake {
+        target: String,
+        source: hyper::Error,
+    },
+}
+
+/// Opens a new HTTP/1.1 connection to `target`. `upgrades`: the connection may be taken over by
+/// an `Upgrade` (WebSocket) exchange; such a connection is never pooled.
+pub async fn connect(
+    target: &Target,
+    timeout: Duration,
+    upgrades: bool,
+) -> Result<Sender, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, open(target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                target: target.to_string(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                target: target.to_string(),
+                after: timeout,
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(Io::Tcp(stream)))
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            target: target.to_string(),
+            source,
+        })?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    }
+    Ok(sender)
+}
+
+async fn open(target: &Target) -> io::Result<TcpStream> {
+    match target {
+        Target::Addr(addr) => TcpStream::connect(addr).await,
+        Target::Name { host, port } => TcpStream::connect((&**host, *port)).await,
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
