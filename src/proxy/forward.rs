@@ -1,11 +1,12 @@
 //! Sends a decided request upstream: a pooled (or new) connection to the chosen server, the
 //! request head rewritten, the body streamed, and on a connect failure the next server of the
-//! same pool (`retries`). The whole exchange up to the response head is bounded by
+//! same pool (`retries`); a bodiless idempotent request whose kept connection the server closed
+//! unanswered goes again on a new one. The whole exchange up to the response head is bounded by
 //! `request_timeout`.
 
 use std::sync::Arc;
 
-use http::{request, HeaderValue, Request, Response, StatusCode};
+use http::{request, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
@@ -65,7 +66,9 @@ pub async fn forward(
     Ok((resp, server))
 }
 
-/// Connection, then the request; a connect failure moves on to the pool's next server.
+/// Connection, then the request; a connect failure moves on to the pool's next server, and a
+/// kept connection that the server closed without answering costs an idempotent request without
+/// a body nothing: it goes again on a new connection (the resend rule).
 async fn send(
     snap: &Snapshot,
     decision: &Decision,
@@ -107,6 +110,7 @@ async fn send(
                 }
             }
         };
+        let again = (reused && resendable(&req)).then(|| head_copy(&req));
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 let sender = (!upgrading).then(|| (sender, Arc::clone(conns)));
@@ -126,10 +130,55 @@ async fn send(
                     fresh = true;
                     continue;
                 }
-                return Err(error::from_send(failed.into_error()));
+                let err = failed.into_error();
+                match again {
+                    Some(copy) if closed_unanswered(&err) => {
+                        tracing::debug!(pool = %pool.name, server = %slot.addr, error = %err, "kept connection closed unanswered; sending again on a new one");
+                        req = copy;
+                        fresh = true;
+                    }
+                    _ => return Err(error::from_send(err)),
+                }
             }
         }
     }
+}
+
+/// A request that may be sent twice: idempotent by its method and without a body, so the
+/// server cannot have acted on a first copy in a way a second would repeat.
+fn resendable(req: &Request<ReqBody>) -> bool {
+    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && http_body::Body::is_end_stream(req.body())
+}
+
+/// The head of a bodiless request, to send again.
+fn head_copy(req: &Request<ReqBody>) -> Request<ReqBody> {
+    let mut copy = Request::new(ReqBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The server closed the connection before any answer: end of stream, or a reset, while the
+/// response head was awaited.
+fn closed_unanswered(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The most recently used kept connection that is ready now, else a new one (always new when
