@@ -80,6 +80,7 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
             let addr = local_addr("admin.listen", &listener, a.listen)?;
             let admin = Arc::new(Admin {
                 control: Arc::clone(&control),
+                addr,
                 token: a.token.clone(),
                 draining: shutdown.subscribe(),
             });

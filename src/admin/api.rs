@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 
 use super::views::View;
 use super::wire::{
-    authorized, content_type, json_response, one_line, read_body, refuse, ApiError, FieldError,
-    IfMatch,
+    authorized, browser_allowed, content_type, json_response, one_line, read_body, refuse,
+    ApiError, FieldError, IfMatch,
 };
 use super::{probes, Admin};
 use crate::config::{self, RawConfig};
@@ -71,6 +71,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 
 /// Answers one request.
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
+    let path = req.uri().path();
+    // Liveness and readiness answer any prober; everything else is closed to browsers.
+    if !matches!(path, "/healthz" | "/readyz") {
+        let token = admin.token.is_some();
+        if let Err(e) = browser_allowed(admin.addr, token, req.headers()) {
+            return refuse(e, req.into_body()).await;
+        }
+    }
     if let Some(resp) = probes::handle(admin, req.method(), req.uri().path()) {
         return resp;
     }
