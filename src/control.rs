@@ -325,6 +325,7 @@ impl Control {
     ) -> Result<u64, ControlError> {
         let effective = effective_config(&inner.file, &runtime);
         let compiled = config::from_raw(effective).map_err(ControlError::Invalid)?;
+        compiled.admit().map_err(ControlError::Invalid)?;
         self.commit_compiled(&mut inner, runtime, compiled)
     }
 
@@ -424,6 +425,7 @@ fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled),
         kept
     });
     let compiled = config::from_raw(effective_config(file, &runtime))?;
+    compiled.admit()?;
     Ok((runtime, compiled))
 }
 

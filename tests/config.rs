@@ -17,15 +17,25 @@ fn with_pools(rest: &str) -> String {
     format!("{POOLS}{rest}")
 }
 
+/// A well-formed fragment about one section is completed with a pool and a route of its own
+/// when it has none (a config without routes is an error), after the fragment, so that places
+/// in it stand.
+fn whole(text: &str) -> String {
+    if text.contains("[[routes]]") || text.parse::<toml::Table>().is_err() {
+        return text.to_string();
+    }
+    format!("{text}\n[pools.fill]\nservers = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"fill\"\nsplit = {{ fill = 1 }}\n")
+}
+
 fn compile(text: &str) -> Compiled {
-    match from_toml(text, FILE) {
+    match from_toml(&whole(text), FILE) {
         Ok(c) => c,
         Err(e) => panic!("rejected:\n{e}\n---\n{text}"),
     }
 }
 
 fn errors(text: &str) -> Vec<String> {
-    match from_toml(text, FILE) {
+    match from_toml(&whole(text), FILE) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(ConfigErrors(errs)) => errs.iter().map(ToString::to_string).collect(),
     }
@@ -617,21 +627,29 @@ fn public_admin_needs_a_token() {
             "\"0.0.0.0:9901\"",
         )],
     );
-    let text =
-        "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n";
-    expect(
-        text,
-        &[(
-            "admin.listen",
-            "VEER_TEST_CONFIG_SURELY_UNSET_9C1E, which is unset or empty",
-            "\"0.0.0.0:9901\"",
-        )],
-    );
     let ok = compile("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"s3cret\"\n");
     assert_eq!(ok.settings.admin.unwrap().token.as_deref(), Some("s3cret"));
     // Loopback without a token is allowed: the API is open to this machine only.
-    let ok = compile("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n");
+    let ok = compile("[admin]\nlisten = \"127.0.0.1:9901\"\n");
     assert_eq!(ok.settings.admin.unwrap().token, None);
+}
+
+#[test]
+fn token_env_naming_an_unset_variable_is_an_error_on_any_listener() {
+    // A token asked for but missing must not become an open API, on loopback or not.
+    for listen in ["0.0.0.0:9901", "127.0.0.1:9901"] {
+        let text = format!(
+            "[admin]\nlisten = \"{listen}\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n"
+        );
+        expect(
+            &text,
+            &[(
+                "admin.token_env",
+                "VEER_TEST_CONFIG_SURELY_UNSET_9C1E is unset or empty",
+                "\"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"",
+            )],
+        );
+    }
 }
 
 #[test]
@@ -1127,4 +1145,18 @@ fn blue_green_example_flips_by_weight() {
         .map(|e| (&*c.table.pool(e.pool).name, e.weight))
         .collect();
     assert_eq!(split, [("blue", 100), ("green", 0)]);
+}
+
+#[test]
+fn a_config_without_routes_is_an_error() {
+    // An empty or truncated file would otherwise answer every request 404.
+    for text in ["", "[listen]\nhttp = \"127.0.0.1:8080\"\n", POOLS] {
+        let errs = match from_toml(text, FILE) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(ConfigErrors(errs)) => errs,
+        };
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "routes");
+        assert!(errs[0].message.contains("no routes"), "{}", errs[0]);
+    }
 }

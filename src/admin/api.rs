@@ -148,11 +148,13 @@ async fn change(
                 _ => expect,
             };
             let version = apply(admin, Change::Replace(Box::new(raw)), expect).await?;
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"version": version}),
-                Some(version),
-            ));
+            // Parts of the new config this version does not act on yet are named, not ignored.
+            let notes = admin.control.published().effective.notes();
+            let mut out = json!({"version": version});
+            if let (false, Value::Object(map)) = (notes.is_empty(), &mut out) {
+                map.insert("notes".into(), json!(notes));
+            }
+            return Ok(json_response(StatusCode::OK, &out, Some(version)));
         }
         Endpoint::Split(route) => {
             let weights: IndexMap<String, u32> = parse_json(
