@@ -7,29 +7,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{start_veer, Upstream};
+use common::{closes_within, one_pool, start_veer, Upstream};
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(up: &Upstream, proxy: &str) -> String {
-    format!(
-        "[proxy]\n{proxy}\n[pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-        up.addr
-    )
-}
-
-/// Reads until the peer closes; `true` if it closed within `within`.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
+    one_pool(&[up.addr], &format!("[proxy]\n{proxy}"))
 }
 
 #[tokio::test]
@@ -52,12 +36,12 @@ async fn a_slow_request_head_is_cut_off_by_header_read_timeout() {
     };
     let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
     assert!(
-        closed_within(&mut slow, Duration::from_secs(3)).await,
+        closes_within(&mut slow, Duration::from_secs(3)).await,
         "cut off long before idle_timeout"
     );
     // A silent new connection gets the same treatment.
     let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(closes_within(&mut silent, Duration::from_secs(5)).await);
 }
 
 #[tokio::test]
@@ -83,7 +67,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout_and_not_befo
     let n = idle.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(
-        closed_within(&mut idle, Duration::from_secs(5)).await,
+        closes_within(&mut idle, Duration::from_secs(5)).await,
         "closed once idle"
     );
 }
@@ -136,7 +120,7 @@ async fn a_connection_over_the_limit_is_answered_or_closed_promptly() {
     let mut buf = [0u8; 256];
     let _ = held.read(&mut buf).await.unwrap();
     let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    assert!(closes_within(&mut silent, Duration::from_secs(5)).await);
     drop(held);
 }
 
@@ -191,7 +175,7 @@ async fn a_response_that_stops_moving_is_cut_off() {
         .await
         .unwrap();
     assert!(
-        closed_within(&mut client, Duration::from_secs(5)).await,
+        closes_within(&mut client, Duration::from_secs(5)).await,
         "a stalled response does not hold the connection forever"
     );
 }
@@ -199,21 +183,8 @@ async fn a_response_that_stops_moving_is_cut_off() {
 #[tokio::test]
 async fn a_websocket_counts_against_max_connections_while_open() {
     use futures_util::{SinkExt, StreamExt};
-    let ws_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = ws_server.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = ws_server.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_text() && ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let echo = common::ws_echo().await;
+    let ws_addr = echo.addr;
     let veer = start_veer(&format!(
         "[proxy]\nmax_connections = 1\n[pools.app]\nservers = [\"{ws_addr}\"]\n\
          [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
