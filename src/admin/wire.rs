@@ -129,7 +129,7 @@ pub(super) fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
 
 /// What `If-Match` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IfMatch {
+pub enum IfMatch {
     Absent,
     /// `*`: any version.
     Any,
