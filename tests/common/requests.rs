@@ -183,15 +183,24 @@ pub async fn read_some(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Reads and discards until the peer closes; `true` if it closed within `within`.
-pub async fn closes_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
+/// Reads until the peer closes (or resets); what was read, if it closed within `within`.
+pub async fn read_until_closed(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
         }
     }
+}
+
+/// Reads and discards until the peer closes; `true` if it closed within `within`.
+pub async fn closes_within(s: &mut (impl tokio::io::AsyncRead + Unpin), within: Duration) -> bool {
+    read_until_closed(s, within).await.is_some()
 }
