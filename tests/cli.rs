@@ -4,7 +4,8 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use common::{child_toml, output_within, veer_cmd, TempDir, Upstream, VeerProcess, IO_TIMEOUT};
 
@@ -300,22 +301,32 @@ fn a_port_already_taken_is_a_runtime_failure_exit_1() {
 
 #[tokio::test]
 async fn sigint_drains_and_a_request_past_the_grace_does_not_block_exit_0() {
-    let slow = Upstream::slow("slow", Duration::from_secs(30)).await;
+    // The upstream never answers, and nothing but the grace may end the request within the
+    // wait: request_timeout is far longer.
+    let (held, _closed_gate) = Upstream::gated("held").await;
     let (_dir, path) = temp_config(
         "grace",
-        &app_config(slow.addr, "shutdown_grace = \"300ms\"", ""),
+        &app_config(
+            held.addr,
+            "shutdown_grace = \"300ms\"\nrequest_timeout = \"300s\"",
+            "",
+        ),
     );
-    let veer = VeerProcess::start(&path).await;
-    let addr = veer.http();
-    let stuck = tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(20), common::get(addr, "/", &[])).await;
-    });
+    let mut veer = VeerProcess::start(&path).await;
+    let mut stuck = common::requests::connect(veer.http()).await;
+    stuck
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     common::eventually(IO_TIMEOUT, "the request reached the upstream", || async {
-        slow.hits() > 0
+        held.hits() > 0
     })
     .await;
-    veer.stop_expecting_0("-INT", IO_TIMEOUT).await;
-    stuck.abort();
+    veer.signal("-INT");
+    let status = veer.exit_within(IO_TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let closed = common::requests::read_until_closed(&mut stuck, IO_TIMEOUT).await;
+    assert!(closed.is_some(), "the request past the grace was cut off");
 }
 
 #[tokio::test]
