@@ -86,8 +86,23 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
             canary
         }
     };
+    // The share of 400 users in the canary at each step: within four standard deviations of
+    // the weight (users are placed by a hash of their cookie, as if at random), so a wrong
+    // share falls outside while the right one never does.
+    let share = |step: u32, canary: &[String]| {
+        let n = users.len() as f64;
+        let p = f64::from(step) / 100.0;
+        let spread = 4.0 * (n * p * (1.0 - p)).sqrt();
+        let got = canary.len() as f64;
+        assert!(
+            (got - n * p).abs() <= spread,
+            "{step}%: {} of {} users in the canary",
+            canary.len(),
+            users.len()
+        );
+    };
     let at5 = placement(veer.http_addr).await;
-    assert!(!at5.is_empty() && at5.len() < 60, "5%: {}", at5.len());
+    share(5, &at5);
     let mut previous = at5;
     for step in [20, 50, 100] {
         let table = veer::config::from_toml(
@@ -101,7 +116,7 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
         for u in &previous {
             assert!(now.contains(u), "{u} left the canary at {step}%");
         }
-        assert!(now.len() >= previous.len());
+        share(step, &now);
         previous = now;
     }
     assert_eq!(previous.len(), users.len(), "100% is everyone");
