@@ -2,6 +2,8 @@
 //! `file:line:col` of the offending value; all errors come back at once; valid configs compile
 //! into the table the routing rules expect; the shipped examples under config/ load.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -63,6 +65,10 @@ fn place(text: &str, offset: usize) -> String {
 fn expect(text: &str, want: &[(&str, &str, &str)]) {
     let errs = errors(text);
     for (path, gist, needle) in want {
+        assert!(
+            !gist.is_empty(),
+            "{path}: an empty gist matches any message"
+        );
         let prefix = format!("{}: {path}: ", at(text, needle));
         assert!(
             errs.iter()
@@ -368,10 +374,29 @@ fn path_prefix_and_hosts() {
 
 #[test]
 fn hash_key_forms() {
-    for bad in ["ip", "header:", "header:x y", "cookie:a;b", "Client_IP"] {
+    let form = "expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"";
+    for (bad, gist) in [
+        ("ip", format!("invalid hash_key \"ip\": {form}")),
+        (
+            "header:",
+            "invalid header name \"\": expected a token".to_string(),
+        ),
+        (
+            "header:x y",
+            "invalid header name \"x y\": expected a token".to_string(),
+        ),
+        (
+            "cookie:a;b",
+            "invalid cookie name \"a;b\": expected a token".to_string(),
+        ),
+        (
+            "Client_IP",
+            format!("invalid hash_key \"Client_IP\": {form}"),
+        ),
+    ] {
         let text = route(&format!("split = {{ blue = 1 }}\nhash_key = \"{bad}\"\n"));
         let needle = format!("\"{bad}\"");
-        expect(&text, &[("routes[0].hash_key", "", &needle)]);
+        expect(&text, &[("routes[0].hash_key", &gist, &needle)]);
     }
     let text = route("split = { blue = 1 }\nhash_key = \"ip\"\n");
     expect(
@@ -634,6 +659,9 @@ fn public_admin_needs_a_token() {
     assert_eq!(ok.settings.admin.unwrap().token, None);
 }
 
+/// `token_env` is read from the environment of the process that loads the config: here a
+/// `veer check` child given the variable (or not), so that no test changes this process's
+/// environment while others read it.
 #[test]
 fn token_env_naming_an_unset_variable_is_an_error_on_any_listener() {
     // A token asked for but missing must not become an open API, on loopback or not.
@@ -654,13 +682,36 @@ fn token_env_naming_an_unset_variable_is_an_error_on_any_listener() {
 
 #[test]
 fn token_env_is_read_from_the_environment() {
-    std::env::set_var("VEER_TEST_CONFIG_TOKEN_4B7D", "from-env");
-    let ok = compile(
+    let dir = common::TempDir::new("token-env");
+    let path = dir.write(
+        "veer.toml",
         "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_TOKEN_4B7D\"\n",
     );
-    let admin = ok.settings.admin.unwrap();
-    assert_eq!(admin.token.as_deref(), Some("from-env"));
-    assert_eq!(admin.listen, "0.0.0.0:9901".parse().unwrap());
+    let check = |token: Option<&str>| {
+        let mut cmd = common::veer_cmd();
+        cmd.args(["check", "--config"]).arg(&path);
+        match token {
+            Some(t) => cmd.env("VEER_TEST_CONFIG_TOKEN_4B7D", t),
+            None => cmd.env_remove("VEER_TEST_CONFIG_TOKEN_4B7D"),
+        };
+        common::output_within(&mut cmd, common::IO_TIMEOUT)
+    };
+    let with = check(Some("from-env"));
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with.stdout).contains("admin on 0.0.0.0:9901"));
+    for missing in [None, Some("")] {
+        let without = check(missing);
+        assert_eq!(without.status.code(), Some(2), "{missing:?}");
+        let err = String::from_utf8_lossy(&without.stderr);
+        assert!(
+            err.contains("VEER_TEST_CONFIG_TOKEN_4B7D, which is unset or empty"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -157,10 +157,7 @@ async fn change(
             return Ok(json_response(StatusCode::OK, &out, Some(version)));
         }
         Endpoint::Split(route) => {
-            let weights: IndexMap<String, u32> = parse_json(
-                &body,
-                "the body must be a JSON object of pool names to weights, like {\"blue\": 80, \"green\": 20}",
-            )?;
+            let weights = split_body(&body)?;
             let change = Change::Split {
                 route: route.clone(),
                 weights,
@@ -168,10 +165,7 @@ async fn change(
             (change, route)
         }
         Endpoint::Promote(route) => {
-            let PromoteBody { pool } = parse_json(
-                &body,
-                "the body must be a JSON object naming the pool, like {\"pool\": \"green\"}",
-            )?;
+            let pool = promote_body(&body)?;
             let change = Change::Promote {
                 route: route.clone(),
                 pool,
@@ -264,6 +258,23 @@ struct PromoteBody {
     pool: String,
 }
 
+/// The body of `PUT …/split`: pool names to weights.
+pub(super) fn split_body(body: &[u8]) -> Result<IndexMap<String, u32>, ApiError> {
+    parse_json(
+        body,
+        "the body must be a JSON object of pool names to weights, like {\"blue\": 80, \"green\": 20}",
+    )
+}
+
+/// The body of `POST …/promote`: the pool's name.
+pub(super) fn promote_body(body: &[u8]) -> Result<String, ApiError> {
+    let PromoteBody { pool } = parse_json(
+        body,
+        "the body must be a JSON object naming the pool, like {\"pool\": \"green\"}",
+    )?;
+    Ok(pool)
+}
+
 /// Parses a JSON body of the shape `T`; anything else is a `400`.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -272,7 +283,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Resul
 
 /// The body of `PUT /api/v1/config`: TOML or JSON (bare, or `{"version", "config"}` as GET
 /// returns it). Returns the config and the version the body names, if any.
-fn parse_config(
+pub(super) fn parse_config(
     body: &[u8],
     content_type: Option<&str>,
 ) -> Result<(RawConfig, Option<u64>), ApiError> {
@@ -429,7 +440,7 @@ impl Endpoint {
 
 /// Decodes `%XX` escapes; `None` when the result is not UTF-8. A `%` not followed by two hex
 /// digits stays as it is.
-fn percent_decode(seg: &str) -> Option<String> {
+pub(super) fn percent_decode(seg: &str) -> Option<String> {
     let bytes = seg.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -4,6 +4,8 @@
 //! authorises and answers.
 
 pub mod api;
+#[doc(hidden)]
+pub mod parsers;
 mod probes;
 mod views;
 mod wire;

@@ -186,7 +186,7 @@ fn names_listener(host: &str, listen: SocketAddr) -> bool {
 
 /// What `If-Match` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IfMatch {
+pub enum IfMatch {
     Absent,
     /// `*`: any version.
     Any,

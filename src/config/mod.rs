@@ -26,6 +26,10 @@ use crate::route::Table;
 
 use source::{Issue, Source};
 
+/// The duration and size parsers every config value goes through, for the fuzz targets.
+#[doc(hidden)]
+pub use parse::{duration as parse_duration, size as parse_size};
+
 /// A validated config: the routing table and the settings around it.
 #[derive(Debug, Clone)]
 pub struct Compiled {
