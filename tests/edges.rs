@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, get, send, start_veer};
+use common::{client, get, raw_exchange, send, start_veer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -109,7 +109,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
 }
 
 fn one_pool(server: SocketAddr) -> String {
-    format!("[pools.app]\nservers = [\"{server}\"]\n\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n")
+    common::one_pool(&[server], "")
 }
 
 #[tokio::test]
@@ -206,16 +206,6 @@ async fn a_kept_connection_idle_past_upstream_idle_timeout_is_closed() {
     }
 }
 
-/// Sends raw bytes and reads until veer closes or answers with `Connection: close`.
-async fn raw(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    read.expect("veer answers and closes").unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn a_missing_or_repeated_host_is_400_and_never_forwarded() {
     let up = common::Upstream::named("app").await;
@@ -226,19 +216,19 @@ async fn a_missing_or_repeated_host_is_400_and_never_forwarded() {
         "GET http://a.example/ HTTP/1.1\r\nconnection: close\r\n\r\n",
     ];
     for request in cases {
-        let got = raw(veer.http_addr, request).await;
+        let got = raw_exchange(veer.http_addr, request.as_bytes()).await;
         assert!(got.starts_with("HTTP/1.1 400"), "{request:?} -> {got}");
     }
     assert_eq!(up.hits(), 0, "none of them reached the upstream");
     // HTTP/1.0 may leave Host out; one Host is fine.
-    let ok = raw(veer.http_addr, "GET / HTTP/1.0\r\n\r\n").await;
+    let ok = raw_exchange(veer.http_addr, b"GET / HTTP/1.0\r\n\r\n").await;
     assert!(
         ok.starts_with("HTTP/1.0 200") || ok.starts_with("HTTP/1.1 200"),
         "{ok}"
     );
-    let ok = raw(
+    let ok = raw_exchange(
         veer.http_addr,
-        "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
@@ -262,7 +252,7 @@ async fn admin_status(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    let got = raw(admin, &req).await;
+    let got = raw_exchange(admin, req.as_bytes()).await;
     got.get(9..12)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status in {got:?}"))
