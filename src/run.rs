@@ -143,6 +143,7 @@ fn local_addr(
 /// Returns the process exit code.
 pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
     crate::telemetry::init(&compiled.settings.log);
+    crate::telemetry::raise_open_files_limit(compiled.table.proxy.max_connections);
     let workers = match compiled.settings.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -177,6 +178,10 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
     let settings = compiled.settings.clone();
     let running = match start(compiled).await {
         Ok(r) => r,
+        Err(e @ StartError::StateFile(StateFileError::Locked { .. })) => {
+            tracing::error!("{e}");
+            return 1;
+        }
         Err(e @ (StartError::Refused(_) | StartError::StateFile(_))) => {
             tracing::error!("{e}");
             return 2;

@@ -41,6 +41,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
+    let mut accept_errors = crate::telemetry::Throttled::new(Duration::from_secs(1));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -61,8 +62,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 });
             }
             Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
+                // Out of descriptors and the like: back off instead of spinning, and log
+                // at a bounded rate.
+                if let Some(unlogged) = accept_errors.hit(tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, unlogged, "admin accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -345,6 +345,9 @@ impl ApiError {
                 out
             }
             ControlError::Invalid(errors) => Self::invalid_config(errors),
+            e @ ControlError::HandedOver => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             e @ ControlError::Persist { .. } => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, one_line(&e.to_string()))
             }

@@ -179,6 +179,11 @@ impl VeerProcess {
         self.admin
     }
 
+    /// Every output line read so far (those `start` read past included).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
