@@ -685,7 +685,7 @@ fn token_env_is_read_from_the_environment() {
     let dir = common::TempDir::new("token-env");
     let path = dir.write(
         "veer.toml",
-        "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_TOKEN_4B7D\"\n",
+        &whole("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_TOKEN_4B7D\"\n"),
     );
     let check = |token: Option<&str>| {
         let mut cmd = common::veer_cmd();
@@ -708,7 +708,7 @@ fn token_env_is_read_from_the_environment() {
         assert_eq!(without.status.code(), Some(2), "{missing:?}");
         let err = String::from_utf8_lossy(&without.stderr);
         assert!(
-            err.contains("VEER_TEST_CONFIG_TOKEN_4B7D, which is unset or empty"),
+            err.contains("admin.token_env: the environment variable VEER_TEST_CONFIG_TOKEN_4B7D is unset or empty"),
             "{err}"
         );
     }
