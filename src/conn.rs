@@ -160,6 +160,11 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// A request has begun on this connection: one is in flight, or one has ended.
+    pub fn started_any(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0 || self.last_done.load(Ordering::Relaxed) != 0
+    }
+
     /// Judges the connection now (the watchdog's tick), given when it was opened.
     pub fn verdict(&self, opened: Instant, timers: Timers) -> Verdict {
         let now = self.now_ms();

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod handover;
 pub mod health;
 pub mod kept;
 pub mod metrics;

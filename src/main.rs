@@ -23,6 +23,10 @@ enum Command {
         /// The config file (default: $VEER_CONFIG, then veer.toml).
         #[arg(long, short, env = "VEER_CONFIG", default_value = "veer.toml")]
         config: PathBuf,
+        /// Take over from the veer running with this config's listen.upgrade_socket: its
+        /// listening sockets and runtime state move here, then it drains.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file: a one-line summary, or every error with file:line:col.
     Check {
@@ -46,8 +50,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { config } => match veer::config::load(&config) {
-            Ok(compiled) => veer::run::main(config, compiled),
+        Command::Run { config, upgrade } => match veer::config::load(&config) {
+            Ok(compiled) => veer::run::main(config, compiled, upgrade),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("veer: {} error(s); not starting", errors.0.len());

@@ -35,15 +35,18 @@ impl Source {
 /// Reloads `path` on every SIGHUP received on `hup` (and on content changes with
 /// `admin.watch`) until `stop`. The signal stream is made by the caller before anything
 /// listens, so that an early SIGHUP is never the default action (exit).
+/// `loaded` is `content_hash` of the file as it was read at start, taken before anything
+/// listened: an edit made once veer serves is always seen as one.
 pub async fn run(
     path: PathBuf,
     started: Settings,
     control: Arc<Control>,
     mut hup: Signal,
     mut stop: watch::Receiver<bool>,
+    loaded: Option<u64>,
 ) {
     let watching = started.admin.as_ref().is_some_and(|a| a.watch);
-    let mut seen = content_hash(&path);
+    let mut seen = loaded;
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tokio::select! {
@@ -66,7 +69,8 @@ pub async fn run(
     }
 }
 
-fn content_hash(path: &Path) -> Option<u64> {
+/// A hash of the file's bytes, to notice an edit.
+pub fn content_hash(path: &Path) -> Option<u64> {
     std::fs::read(path)
         .ok()
         .map(|bytes| xxhash_rust::xxh3::xxh3_64(&bytes))

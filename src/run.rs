@@ -3,7 +3,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Admin};
 use crate::config::{Compiled, ConfigErrors};
 use crate::control::{Control, StateFileError};
+use crate::handover::{self, HandoverError, Offer, Role, Takeover};
 use crate::state::State;
 use crate::{reload, server, upstream};
 
@@ -28,6 +30,8 @@ pub enum StartError {
     StateFile(#[from] StateFileError),
     #[error("{0}")]
     Refused(ConfigErrors),
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
 }
 
 /// A serving veer: where it listens, its state, and the handle to stop it.
@@ -39,6 +43,11 @@ pub struct Running {
     pub state: Arc<State>,
     pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
+    /// Turns true once a new process took over (`veer run --upgrade`).
+    handed_over: watch::Receiver<bool>,
+    /// Keeps `handed_over` open for as long as this process runs.
+    _handed_over_tx: Arc<watch::Sender<bool>>,
+    upgrade_socket: Option<PathBuf>,
     task: JoinHandle<io::Result<bool>>,
 }
 
@@ -53,6 +62,11 @@ impl Running {
         matches!(self.task.await, Ok(Ok(true)))
     }
 
+    /// A receiver that turns true once a new process took over: this one should drain.
+    pub fn handed_over(&self) -> watch::Receiver<bool> {
+        self.handed_over.clone()
+    }
+
     /// A receiver that turns true when the drain starts (for tasks that must stop with it).
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
@@ -62,32 +76,119 @@ impl Running {
 /// Binds and serves `compiled` on the current tokio runtime, with the runtime state saved in
 /// `admin.state_file` laid over it.
 pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
+    start_with(compiled, None).await
+}
+
+/// As `start`, taking over the listening sockets and the runtime state of the veer that
+/// `takeover` is connected to (`veer run --upgrade`): that process drains once this one
+/// serves. If this one cannot start, the old one is told and goes on serving.
+pub async fn start_with(
+    compiled: Compiled,
+    mut takeover: Option<Takeover>,
+) -> Result<Running, StartError> {
+    match launch(compiled, &mut takeover).await {
+        Ok(running) => {
+            if let Some(t) = takeover {
+                let old = t.old_pid;
+                match t.serving() {
+                    Ok(()) => tracing::info!(old_pid = old, "took over; the old process drains"),
+                    Err(e) => {
+                        tracing::warn!(old_pid = old, error = %e, "serving, but the old process did not hear it")
+                    }
+                }
+            }
+            Ok(running)
+        }
+        Err(e) => {
+            if let Some(t) = takeover {
+                t.abort(&e.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn launch(
+    compiled: Compiled,
+    takeover: &mut Option<Takeover>,
+) -> Result<Running, StartError> {
     compiled.admit().map_err(StartError::Refused)?;
     let settings = compiled.settings.clone();
-    let listener = bind("listen.http", settings.listen.http)?;
+    let listener = tcp_listener(takeover, Role::Http, "listen.http", settings.listen.http)?;
     let http_addr = local_addr("listen.http", &listener, settings.listen.http)?;
     let admin_listener = match &settings.admin {
-        Some(a) => Some(bind("admin.listen", a.listen)?),
+        Some(a) => Some(tcp_listener(
+            takeover,
+            Role::Admin,
+            "admin.listen",
+            a.listen,
+        )?),
         None => None,
     };
-    let control = Arc::new(Control::start(compiled)?);
+    let upgrade_listener = match &settings.listen.upgrade_socket {
+        Some(path) => Some(unix_listener(takeover, path)?),
+        None => None,
+    };
+    // Everything is bound: from here the old process's changes come to this one.
+    let inherited = match takeover.as_mut() {
+        Some(t) => Some(t.ready().map_err(HandoverError::from)?),
+        None => None,
+    };
+    let control = Arc::new(Control::start_with(compiled, inherited)?);
     let state = Arc::clone(control.state());
     let (shutdown, rx) = watch::channel(false);
+    let (handed_over_tx, handed_over) = watch::channel(false);
+    let handed_over_tx = Arc::new(handed_over_tx);
+    let mut offer = Offer::default();
+    if upgrade_listener.is_some() {
+        offered(
+            &mut offer,
+            Role::Http,
+            settings.listen.http.to_string(),
+            listener.as_fd(),
+        )?;
+    }
     let admin_addr = match (admin_listener, &settings.admin) {
         (Some(listener), Some(a)) => {
             let addr = local_addr("admin.listen", &listener, a.listen)?;
+            if upgrade_listener.is_some() {
+                offered(
+                    &mut offer,
+                    Role::Admin,
+                    a.listen.to_string(),
+                    listener.as_fd(),
+                )?;
+            }
             let admin = Arc::new(Admin {
                 control: Arc::clone(&control),
                 addr,
                 token: a.token.clone(),
                 draining: shutdown.subscribe(),
             });
-            tokio::spawn(admin::serve(listener, admin));
+            tokio::spawn(admin::serve(listener, admin, handed_over.clone()));
             tracing::info!(addr = %addr, "admin API listening");
             Some(addr)
         }
         _ => None,
     };
+    let upgrade_socket = settings.listen.upgrade_socket.clone();
+    if let (Some(listener), Some(path)) = (upgrade_listener, &upgrade_socket) {
+        offered(
+            &mut offer,
+            Role::Upgrade,
+            path.display().to_string(),
+            listener.as_fd(),
+        )?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(HandoverError::from)?;
+        tokio::spawn(handover::serve(
+            listener,
+            offer,
+            Arc::clone(&control),
+            Arc::clone(&handed_over_tx),
+            shutdown.subscribe(),
+        ));
+        tracing::info!(path = %path.display(), "upgrade socket listening");
+    }
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),
@@ -100,8 +201,59 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
         state,
         control,
         shutdown,
+        handed_over,
+        _handed_over_tx: handed_over_tx,
+        upgrade_socket,
         task,
     })
+}
+
+/// Adds a listening socket to what a successor may take over.
+fn offered(
+    offer: &mut Offer,
+    role: Role,
+    addr: String,
+    fd: BorrowedFd<'_>,
+) -> Result<(), StartError> {
+    offer
+        .add(role, addr, fd)
+        .map_err(|e| HandoverError::from(e).into())
+}
+
+/// The old process's listening socket for `role` when it was configured with the same address,
+/// else a new one bound here.
+fn tcp_listener(
+    takeover: &mut Option<Takeover>,
+    role: Role,
+    field: &'static str,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let inherited = takeover
+        .as_mut()
+        .and_then(|t| t.take(role, &addr.to_string()));
+    let Some(fd) = inherited else {
+        return bind(field, addr);
+    };
+    let listener = std::net::TcpListener::from(fd);
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| StartError::Bind {
+            field,
+            addr,
+            source,
+        })
+}
+
+fn unix_listener(
+    takeover: &mut Option<Takeover>,
+    path: &Path,
+) -> Result<std::os::unix::net::UnixListener, StartError> {
+    let key = path.display().to_string();
+    match takeover.as_mut().and_then(|t| t.take(Role::Upgrade, &key)) {
+        Some(fd) => Ok(handover::unix_listener(fd).map_err(HandoverError::from)?),
+        None => Ok(handover::bind(path)?),
+    }
 }
 
 /// Closes pooled upstream connections idle past `proxy.upstream_idle_timeout`, also where no
@@ -139,9 +291,10 @@ fn local_addr(
     })
 }
 
-/// `veer run`: serve the config at `path` until SIGTERM or SIGINT, reloading on SIGHUP.
-/// Returns the process exit code.
-pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
+/// `veer run`: serve the config at `path` until SIGTERM or SIGINT (or until a new process takes
+/// over), reloading on SIGHUP; with `upgrade`, take over from the veer running with this
+/// config's `listen.upgrade_socket` first. Returns the process exit code.
+pub fn main(path: PathBuf, compiled: Compiled, upgrade: bool) -> i32 {
     crate::telemetry::init(&compiled.settings.log);
     crate::telemetry::raise_open_files_limit(compiled.table.proxy.max_connections);
     let workers = match compiled.settings.workers {
@@ -159,10 +312,10 @@ pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(serve_until_signal(path, compiled))
+    runtime.block_on(serve_until_signal(path, compiled, upgrade))
 }
 
-async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
+async fn serve_until_signal(path: PathBuf, compiled: Compiled, upgrade: bool) -> i32 {
     // Handlers first: a signal that arrives while veer starts must not take its default
     // action (SIGHUP would end the process).
     let mut signals = match Signals::install() {
@@ -176,7 +329,27 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
         tracing::warn!("{note}");
     }
     let settings = compiled.settings.clone();
-    let running = match start(compiled).await {
+    let loaded = reload::content_hash(&path);
+    let takeover = if upgrade {
+        let Some(socket) = &settings.listen.upgrade_socket else {
+            tracing::error!("veer run --upgrade needs listen.upgrade_socket in the config: the socket the running veer listens on");
+            return 2;
+        };
+        // Nothing is bound before the old process answers.
+        match Takeover::connect(socket) {
+            Ok(t) => {
+                tracing::info!(old_pid = t.old_pid, socket = %socket.display(), "taking over");
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    let running = match start_with(compiled, takeover).await {
         Ok(r) => r,
         Err(e @ StartError::StateFile(StateFileError::Locked { .. })) => {
             tracing::error!("{e}");
@@ -197,13 +370,20 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
         Arc::clone(&running.control),
         signals.hup,
         running.shutdown_signal(),
+        loaded,
     ));
     tokio::select! {
         _ = signals.term.recv() => tracing::info!("SIGTERM received"),
         _ = signals.int.recv() => tracing::info!("SIGINT received"),
+        _ = handover::handed_over(running.handed_over()) => {}
     }
     running.shutdown();
     reloader.abort();
+    let handed = *running.handed_over.borrow();
+    if let (false, Some(path)) = (handed, &running.upgrade_socket) {
+        // The socket is this process's alone (a successor took it over otherwise).
+        let _ = std::fs::remove_file(path);
+    }
     if running.wait().await {
         tracing::info!("drained; exiting");
     } else {

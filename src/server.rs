@@ -24,6 +24,9 @@ use crate::state::State;
 use crate::telemetry::Throttled;
 use crate::upstream::Io;
 
+/// While draining, how often a connection whose first request has not begun looks again.
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(5);
+
 /// The largest request head accepted; a bigger one is answered `431`.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -179,10 +182,22 @@ impl Conn {
         let opened = Instant::now();
         let mut check_at = opened + settings.idle_timeout.min(settings.header_read_timeout);
         let mut draining = *shutdown.borrow();
-        if draining {
-            conn.as_mut().graceful_shutdown();
-        }
+        // The drain shuts a connection down (an idle one closes, a busy one answers with
+        // `connection: close`) only once its first request has begun: its client connected to
+        // be answered, and closing it unanswered would lose that request, which under a
+        // handover a successor sharing the socket would have served. A client that never sends
+        // is cut off by the header timeout as usual.
+        let mut shut = false;
         loop {
+            if draining && !shut && ctx.activity.started_any() {
+                conn.as_mut().graceful_shutdown();
+                shut = true;
+            }
+            let wake = if draining && !shut {
+                check_at.min(Instant::now() + FIRST_REQUEST_POLL)
+            } else {
+                check_at
+            };
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -191,7 +206,10 @@ impl Conn {
                     return;
                 }
                 // Still running while draining: a stuck client must not hold the drain.
-                _ = tokio::time::sleep_until(check_at) => {
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() < check_at {
+                        continue;
+                    }
                     match ctx.activity.verdict(opened, timers) {
                         Verdict::CheckAt(at) => check_at = at,
                         Verdict::Idle => return,
@@ -205,10 +223,7 @@ impl Conn {
                         }
                     }
                 }
-                _ = shutdown.changed(), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+                _ = shutdown.changed(), if !draining => draining = true,
             }
         }
     }

@@ -34,7 +34,13 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves the admin listener until the process ends: it keeps answering while the proxy
 /// drains, so that `/readyz` can say so.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    handed_over: tokio::sync::watch::Receiver<bool>,
+) {
+    let handed_over = crate::handover::handed_over(handed_over);
+    tokio::pin!(handed_over);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .keep_alive(true)
@@ -43,7 +49,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         .max_buf_size(MAX_HEAD_BYTES);
     let mut accept_errors = crate::telemetry::Throttled::new(Duration::from_secs(1));
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut handed_over => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let admin = Arc::clone(&admin);

@@ -32,7 +32,8 @@ pub struct Admin {
 }
 
 /// Serves the admin API on `listener` until the process ends (it keeps answering while the
-/// proxy drains, so that `/readyz` can say so).
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
-    api::serve(listener, admin).await
+/// proxy drains, so that `/readyz` can say so), or until `handed_over` turns true: the listener
+/// is then the new process's alone.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, handed_over: watch::Receiver<bool>) {
+    api::serve(listener, admin, handed_over).await
 }

@@ -4,6 +4,7 @@
 //! not parse: that comes back as an issue.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -117,6 +118,11 @@ fn settings(raw: &RawConfig, env: Env<'_>) -> Res<Settings> {
             https: https
                 .map(|s| socket_addr(path.key("https"), s))
                 .transpose()?,
+            upgrade_socket: raw
+                .listen
+                .as_ref()
+                .and_then(|l| l.upgrade_socket.as_ref())
+                .map(PathBuf::from),
         },
         tls,
         admin: raw.admin.as_ref().map(|a| admin(a, env)).transpose()?,

@@ -55,6 +55,8 @@ pub struct Settings {
 pub struct Listen {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    /// Where a running veer hands its listeners to `veer run --upgrade`.
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,9 @@ pub struct RawListen {
     pub http: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https: Option<String>,
+    /// The Unix socket `veer run --upgrade` takes over through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_socket: Option<String>,
 }
 
 /// `[tls]`

@@ -116,6 +116,22 @@ impl Checker<'_> {
             let addr = admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
             self.listener(root().key("admin").key("listen"), addr, &mut bound);
         }
+        if let Some(socket) = raw
+            .listen
+            .as_ref()
+            .and_then(|l| l.upgrade_socket.as_deref())
+        {
+            let path = listen.key("upgrade_socket");
+            if socket.trim().is_empty() {
+                self.err(path, "empty path");
+            } else if socket.len() > 100 {
+                // sun_path holds 108 bytes on Linux, fewer elsewhere.
+                self.err(
+                    path,
+                    format!("{socket:?} is too long for a Unix socket path (at most 100 bytes)"),
+                );
+            }
+        }
         self.certificates(raw);
     }
 

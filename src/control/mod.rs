@@ -1323,6 +1323,7 @@ split = { blue = 1 }
         raw.listen = Some(config::RawListen {
             http: Some("127.0.0.1:1".into()),
             https: None,
+            upgrade_socket: None,
         });
         c.apply(Change::Replace(Box::new(raw)), None).unwrap();
         let (effective, _) = c.effective();
