@@ -14,6 +14,7 @@ pub mod demo;
 pub mod health;
 pub mod kept;
 pub mod metrics;
+pub mod outcome;
 pub mod proxy;
 pub mod reload;
 pub mod route;

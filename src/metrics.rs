@@ -43,3 +43,64 @@ pub fn table_installed(table: &crate::route::Table) {
         }
     }
 }
+
+pub const UPSTREAM_ERRORS: &str = "veer_upstream_errors_total";
+pub const SERVER_HEALTHY: &str = "veer_server_healthy";
+pub const EJECTIONS: &str = "veer_ejections_total";
+
+/// One server's metric handles, registered once when the server first appears in a table and
+/// kept with its registry slot, so that the hot path never formats a label.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    /// `veer_upstream_errors_total`, by `outcome::ErrorKind::index`.
+    errors: [metrics::Counter; 3],
+    healthy: metrics::Gauge,
+    /// `veer_ejections_total`: `[active, outlier]`.
+    ejections: [metrics::Counter; 2],
+}
+
+impl ServerMetrics {
+    pub fn register(pool: &str, server: &str) -> Self {
+        handle();
+        let labels = |kind: &'static str| {
+            metrics::counter!(
+                UPSTREAM_ERRORS,
+                "pool" => pool.to_string(),
+                "server" => server.to_string(),
+                "kind" => kind
+            )
+        };
+        let ejections = |reason: &'static str| {
+            metrics::counter!(
+                EJECTIONS,
+                "pool" => pool.to_string(),
+                "server" => server.to_string(),
+                "reason" => reason
+            )
+        };
+        let healthy = metrics::gauge!(
+            SERVER_HEALTHY,
+            "pool" => pool.to_string(),
+            "server" => server.to_string()
+        );
+        healthy.set(1.0);
+        Self {
+            errors: crate::outcome::ErrorKind::ALL.map(|k| labels(k.as_str())),
+            healthy,
+            ejections: [ejections("active"), ejections("outlier")],
+        }
+    }
+
+    pub fn upstream_error(&self, kind: crate::outcome::ErrorKind) {
+        self.errors[kind.index()].increment(1);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.set(if healthy { 1.0 } else { 0.0 });
+    }
+
+    /// Counts an ejection: `outlier` (passive) or not (`active`).
+    pub fn ejected(&self, outlier: bool) {
+        self.ejections[usize::from(outlier)].increment(1);
+    }
+}

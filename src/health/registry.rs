@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::kept::Kept;
+use crate::metrics::ServerMetrics;
 use crate::route::table::{PoolId, ServerId, Table};
 use crate::route::HealthView;
 
@@ -22,6 +23,7 @@ pub struct ServerSlot {
     /// Bit set of reasons the server takes no new requests; 0 = available.
     flags: AtomicU8,
     in_flight: AtomicU32,
+    pub metrics: ServerMetrics,
 }
 
 impl ServerSlot {
@@ -31,6 +33,7 @@ impl ServerSlot {
             addr: addr.into(),
             flags: AtomicU8::new(0),
             in_flight: AtomicU32::new(0),
+            metrics: ServerMetrics::register(pool, addr),
         }
     }
 
@@ -108,6 +111,14 @@ struct PoolSlots {
 impl Slots {
     pub fn server(&self, pool: PoolId, server: ServerId) -> &Arc<ServerSlot> {
         &self.pools[usize::from(pool)].servers[usize::from(server)]
+    }
+
+    /// The slot, or `None` for indices outside this table.
+    pub fn get(&self, pool: PoolId, server: ServerId) -> Option<&Arc<ServerSlot>> {
+        self.pools
+            .get(usize::from(pool))?
+            .servers
+            .get(usize::from(server))
     }
 }
 
