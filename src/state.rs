@@ -36,7 +36,7 @@ impl State {
         let registry = Registry::default();
         let pools = Pools::default();
         table.version = table.version.max(1);
-        let slots = registry.reconcile(&table);
+        let slots = registry.reconcile(&table, None);
         let conns = pools.reconcile(&table);
         Self {
             current: ArcSwap::from_pointee(Snapshot {
@@ -58,9 +58,10 @@ impl State {
     /// Installs `table` as the next version, keeping what is known about servers that remain.
     /// Callers serialise changes (the change path); readers never see a mix.
     pub fn install(&self, mut table: Table) -> u64 {
-        let version = self.current.load().table.version + 1;
+        let previous = self.current.load_full();
+        let version = previous.table.version + 1;
         table.version = version;
-        let slots = self.registry.reconcile(&table);
+        let slots = self.registry.reconcile(&table, Some(&previous.slots));
         let conns = self.pools.reconcile(&table);
         self.current.store(Arc::new(Snapshot {
             table,
