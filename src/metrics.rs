@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const CONFIG_VERSION: &str = "veer_config_version";
 pub const CONFIG_RELOADS: &str = "veer_config_reloads_total";
 pub const ROUTE_WEIGHT: &str = "veer_route_weight_percent";
+pub const ROUTE_EFFECTIVE: &str = "veer_route_effective_percent";
 
 /// The process's Prometheus handle, installing the recorder the first time.
 pub fn handle() -> &'static PrometheusHandle {
@@ -26,6 +27,38 @@ pub fn handle() -> &'static PrometheusHandle {
 pub fn config_reload(source: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     metrics::counter!(CONFIG_RELOADS, "source" => source, "result" => result).increment(1);
+}
+
+/// Publishes each route's effective split: the share of each pool after leaving out pools
+/// with no available server. Runs when a table is installed or a pool's availability flips,
+/// never per request.
+pub fn effective_split(snap: &crate::state::Snapshot) {
+    use crate::route::HealthView;
+    let table = &snap.table;
+    for route in &table.routes {
+        let up = |e: &&crate::route::table::SplitEntry| {
+            e.weight > 0 && snap.slots.pool_available(e.pool)
+        };
+        let total: u64 = route
+            .split
+            .iter()
+            .filter(up)
+            .map(|e| u64::from(e.weight))
+            .sum();
+        for entry in &route.split {
+            let percent = if total > 0 && up(&entry) {
+                f64::from(entry.weight) * 100.0 / total as f64
+            } else {
+                0.0
+            };
+            metrics::gauge!(
+                ROUTE_EFFECTIVE,
+                "route" => route.name.to_string(),
+                "pool" => table.pool(entry.pool).name.to_string()
+            )
+            .set(percent);
+        }
+    }
 }
 
 /// Publishes the installed table: its version and each route's weights in percent.

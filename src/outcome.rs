@@ -91,6 +91,7 @@ pub fn report(snap: &Snapshot, outcome: &Outcome) {
     if let Ended::Failed(kind) = outcome.ended {
         slot.metrics.upstream_error(kind);
     }
+    crate::health::passive::observe(snap, slot, outcome);
 }
 
 #[cfg(test)]

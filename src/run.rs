@@ -89,6 +89,7 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
         }
         _ => None,
     };
+    crate::health::active::spawn(Arc::clone(&state), shutdown.subscribe());
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),
@@ -161,14 +162,6 @@ pub fn unsupported(compiled: &Compiled) -> Vec<String> {
 /// Configured features this version accepts but does not act on yet; logged at start.
 pub fn inactive(compiled: &Compiled) -> Vec<String> {
     let mut out = Vec::new();
-    for pool in &compiled.table.pools {
-        if pool.health.is_some() {
-            out.push(format!(
-                "pools.{}.health: active health checks are not run by this version",
-                pool.name
-            ));
-        }
-    }
     for route in &compiled.table.routes {
         if route.mirror.is_some() {
             out.push(format!(

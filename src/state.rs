@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::health::registry::{Registry, Slots};
 use crate::route::Table;
@@ -27,6 +28,8 @@ pub struct State {
     registry: Registry,
     pools: Pools,
     access_log: AtomicBool,
+    /// The version of each installed table, for tasks that follow swaps (health checks).
+    installed: watch::Sender<u64>,
 }
 
 impl State {
@@ -47,6 +50,7 @@ impl State {
             registry,
             pools,
             access_log: AtomicBool::new(false),
+            installed: watch::Sender::new(0),
         }
     }
 
@@ -68,7 +72,18 @@ impl State {
             slots,
             conns,
         }));
+        self.installed.send_replace(version);
         version
+    }
+
+    /// Woken when some pool gains its first available server or loses its last.
+    pub fn availability_changed(&self) -> &tokio::sync::Notify {
+        self.registry.availability_changed()
+    }
+
+    /// Turns changed each time a table is installed.
+    pub fn installed(&self) -> watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// One log line per request (`log.access`).

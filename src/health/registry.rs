@@ -6,6 +6,11 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+
+use crate::health::{active, passive};
 
 use crate::kept::Kept;
 use crate::metrics::ServerMetrics;
@@ -21,8 +26,11 @@ const MEMBER: u8 = 0x80;
 const REASONS: u8 = UNHEALTHY | DRAINING | EJECTED;
 
 /// Runtime state of one pool, kept by pool name across swaps.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PoolState {
+    /// Woken when the pool gains its first available server or loses its last (the effective
+    /// split changes).
+    changed: Arc<Notify>,
     /// Servers of the newest table's pool that take new requests now. Kept by the flag setters,
     /// so that `pool_available` reads one atomic instead of scanning.
     available: AtomicU32,
@@ -33,6 +41,27 @@ pub struct PoolState {
 }
 
 impl PoolState {
+    fn new(changed: Arc<Notify>) -> Self {
+        Self {
+            changed,
+            available: AtomicU32::new(0),
+            members: AtomicU32::new(0),
+            ejected: AtomicU32::new(0),
+        }
+    }
+
+    fn count_up(&self) {
+        if self.available.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn count_down(&self) {
+        if self.available.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.changed.notify_one();
+        }
+    }
+
     pub fn available(&self) -> u32 {
         self.available.load(Ordering::Relaxed)
     }
@@ -76,6 +105,49 @@ pub struct ServerSlot {
     pub pool_state: Arc<PoolState>,
     in_flight: AtomicU32,
     pub metrics: ServerMetrics,
+    pub passive: passive::Tracker,
+    pub active: active::Tracker,
+    ejections: Ejections,
+}
+
+/// Why a server was last taken out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Active checks failed `unhealthy_threshold` times in a row.
+    Active,
+    /// Passive outlier ejection.
+    Outlier,
+}
+
+impl Reason {
+    /// The `reason` label of `veer_ejections_total` and the API's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Active => "active",
+            Reason::Outlier => "outlier",
+        }
+    }
+}
+
+/// A server's ejection record, for the operator's view.
+#[derive(Debug, Default)]
+struct Ejections {
+    /// Times the server was taken out (active or outlier).
+    count: AtomicU32,
+    /// 0: never; 1: active; 2: outlier.
+    reason: AtomicU8,
+    /// Unix milliseconds when the current outlier ejection's time is up; 0 when none.
+    until_ms: AtomicU64,
+}
+
+/// What the operator's view shows of a server's ejections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionView {
+    pub count: u32,
+    /// The reason of the last one.
+    pub reason: Option<Reason>,
+    /// When the current outlier ejection's time is up.
+    pub until: Option<SystemTime>,
 }
 
 impl ServerSlot {
@@ -87,6 +159,9 @@ impl ServerSlot {
             pool_state,
             in_flight: AtomicU32::new(0),
             metrics: ServerMetrics::register(pool, addr),
+            passive: passive::Tracker::default(),
+            active: active::Tracker::default(),
+            ejections: Ejections::default(),
         }
     }
 
@@ -114,19 +189,70 @@ impl ServerSlot {
         changed
     }
 
-    /// `true` when that changed whether the server is available.
-    pub fn set_ejected(&self, on: bool) -> bool {
-        let changed = self.set_flag(EJECTED, on);
-        self.metrics.set_healthy(self.healthy());
-        changed
-    }
-
     pub fn ejected(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & EJECTED != 0
     }
 
     pub fn unhealthy(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & UNHEALTHY != 0
+    }
+
+    /// Sets or clears the ejected flag; `true` when the flag itself changed, so that of two
+    /// concurrent ejections of one server exactly one wins.
+    pub fn mark_ejected(&self, on: bool) -> bool {
+        let was = self.flags.load(Ordering::Relaxed) & EJECTED != 0;
+        if was == on {
+            return false;
+        }
+        let before = if on {
+            self.flags.fetch_or(EJECTED, Ordering::Relaxed)
+        } else {
+            self.flags.fetch_and(!EJECTED, Ordering::Relaxed)
+        };
+        self.count_change(before, on, EJECTED);
+        self.metrics.set_healthy(self.healthy());
+        (before & EJECTED != 0) != on
+    }
+
+    /// Records that the server was taken out; `time`: how long an outlier ejection lasts.
+    pub fn record_ejection(&self, reason: Reason, time: Option<Duration>) {
+        let record = &self.ejections;
+        record.count.fetch_add(1, Ordering::Relaxed);
+        let code = match reason {
+            Reason::Active => 1,
+            Reason::Outlier => 2,
+        };
+        record.reason.store(code, Ordering::Relaxed);
+        if let Some(time) = time {
+            let until = SystemTime::now() + time;
+            let ms = until
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            record.until_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The outlier ejection ended.
+    pub fn record_ejection_end(&self) {
+        self.ejections.until_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub fn ejection(&self) -> EjectionView {
+        let record = &self.ejections;
+        let reason = match record.reason.load(Ordering::Relaxed) {
+            1 => Some(Reason::Active),
+            2 => Some(Reason::Outlier),
+            _ => None,
+        };
+        let until = match record.until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => UNIX_EPOCH.checked_add(Duration::from_millis(ms)),
+        };
+        EjectionView {
+            count: record.count.load(Ordering::Relaxed),
+            reason,
+            until,
+        }
     }
 
     fn set_member(&self, on: bool) {
@@ -141,14 +267,16 @@ impl ServerSlot {
         } else {
             self.flags.fetch_and(!flag, Ordering::Relaxed)
         };
+        self.count_change(before, on, flag)
+    }
+
+    /// Moves the pool's count for a change of `flag` from the `before` flags; `true` when the
+    /// change made the server available or unavailable.
+    fn count_change(&self, before: u8, on: bool, flag: u8) -> bool {
         let after = if on { before | flag } else { before & !flag };
         match (counted(before), counted(after)) {
-            (false, true) => {
-                self.pool_state.available.fetch_add(1, Ordering::Relaxed);
-            }
-            (true, false) => {
-                self.pool_state.available.fetch_sub(1, Ordering::Relaxed);
-            }
+            (false, true) => self.pool_state.count_up(),
+            (true, false) => self.pool_state.count_down(),
             _ => {}
         }
         (before & REASONS == 0) != (after & REASONS == 0)
@@ -173,7 +301,7 @@ fn counted(flags: u8) -> bool {
 impl Drop for ServerSlot {
     fn drop(&mut self) {
         if counted(*self.flags.get_mut()) {
-            self.pool_state.available.fetch_sub(1, Ordering::Relaxed);
+            self.pool_state.count_down();
         }
     }
 }
@@ -264,6 +392,14 @@ type ServerKey = (Box<str>, Box<str>);
 pub struct Registry {
     known: Kept<ServerKey, ServerSlot>,
     pools: Kept<Box<str>, PoolState>,
+    changed: Arc<Notify>,
+}
+
+impl Registry {
+    /// Woken when some pool gains its first available server or loses its last.
+    pub fn availability_changed(&self) -> &Notify {
+        &self.changed
+    }
 }
 
 impl Registry {
@@ -278,7 +414,9 @@ impl Registry {
             .pools
             .iter()
             .map(|pool| {
-                let state = pool_states.get(pool.name.clone(), PoolState::default);
+                let state = pool_states.get(pool.name.clone(), || {
+                    PoolState::new(Arc::clone(&self.changed))
+                });
                 let servers = pool
                     .servers
                     .iter()
@@ -337,7 +475,8 @@ mod tests {
         let pool = Arc::clone(first.pool(0));
         assert_eq!((pool.available(), pool.members()), (2, 2));
         assert!(first.server(0, 0).set_draining(true));
-        assert!(!first.server(0, 0).set_ejected(true), "already unavailable");
+        assert!(first.server(0, 0).mark_ejected(true));
+        assert!(!first.server(0, 0).mark_ejected(true), "already ejected");
         assert_eq!(pool.available(), 1);
         assert!(first.server(0, 1).set_unhealthy(true));
         assert_eq!(pool.available(), 0);
@@ -350,7 +489,7 @@ mod tests {
         assert_eq!((pool.available(), pool.members()), (2, 2));
         // The departed server's flags no longer move the count.
         first.server(0, 0).set_draining(false);
-        first.server(0, 0).set_ejected(false);
+        first.server(0, 0).mark_ejected(false);
         assert_eq!(pool.available(), 2);
         drop(first);
         assert_eq!(pool.available(), 2);
