@@ -628,3 +628,46 @@ async fn each_server_is_checked_by_one_task_across_reloads() {
         "a checked {a_more} times while b was checked 20 times"
     );
 }
+
+/// Not a check but a measurement for the README: how long the default active checks (interval
+/// 2 s, timeout 1 s, unhealthy_threshold 3, healthy_threshold 2) take to take a server out after
+/// its check path turns 500 at a random moment, and to bring it back after it recovers. Run with
+/// `cargo test --test health -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn measure_detection_time_with_default_checks() {
+    let rounds = (0..8).map(|round| async move {
+        let a = Server::start("a").await;
+        let veer = start_veer(&format!(
+            "[pools.app]\n{}\n[pools.app.health]\npath = \"/ready\"\n\
+             [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+            servers(&[&a])
+        ))
+        .await;
+        let s = slot(&veer, "app", 0);
+        until("first check", PATIENCE, || {
+            a.checks.load(Ordering::SeqCst) > 0
+        })
+        .await;
+        // A random moment within the check interval.
+        tokio::time::sleep(Duration::from_millis(250 * round)).await;
+        a.ready.store(500, Ordering::SeqCst);
+        let out = until("ejected", PATIENCE, || !s.healthy()).await;
+        a.ready.store(200, Ordering::SeqCst);
+        let back = until("readmitted", PATIENCE, || s.healthy()).await;
+        (out, back)
+    });
+    let results = futures_util::future::join_all(rounds).await;
+    for (out, back) in &results {
+        println!("out after {out:?}, back after {back:?}");
+    }
+    let outs: Vec<f64> = results.iter().map(|r| r.0.as_secs_f64()).collect();
+    let backs: Vec<f64> = results.iter().map(|r| r.1.as_secs_f64()).collect();
+    let span = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::MAX, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        (min, v.iter().sum::<f64>() / v.len() as f64, max)
+    };
+    println!("out: min/mean/max {:?} s", span(&outs));
+    println!("back: min/mean/max {:?} s", span(&backs));
+}
