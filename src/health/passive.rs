@@ -2,13 +2,17 @@
 //! `outcome::report`, counts for or against its server. `consecutive_failures` failures in a row
 //! (connect errors, timeouts, protocol errors, 502/503/504 answers; any other answer resets the
 //! count) eject the server for `base_ejection`, doubled on each repeat and capped at 10×, unless
-//! that would put more than `max_ejection_percent` of the pool out. When its time is up the
+//! that would put more than `max_ejection_percent` of the pool out. A server that stayed in for
+//! the longest ejection time (10 × `base_ejection`) since it last returned starts again from
+//! `base_ejection`. When its time is up the
 //! server returns; in a pool with active checks, only once a check passes after that. Atomics on
 //! the reporting path; a task per ejection (rare) ends it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::health::registry::{Reason, ServerSlot};
 use crate::outcome::Outcome;
@@ -23,8 +27,11 @@ const MAX_FACTOR: u32 = 10;
 pub struct Tracker {
     /// Failures in a row since the last success or ejection.
     consecutive: AtomicU32,
-    /// Outlier ejections so far: the next one lasts longer.
-    ejections: AtomicU32,
+    /// Outlier ejections that count for the next one's length (the repeats).
+    repeats: AtomicU32,
+    /// When the server last returned from an ejection. Touched only when a server is ejected or
+    /// returns, never per request.
+    returned_at: Mutex<Option<Instant>>,
     /// Increments with each ejection, so that the timer of an earlier one ends nothing.
     generation: AtomicU64,
     /// The ejection's time is up and the server waits for a passing active check.
@@ -34,6 +41,14 @@ pub struct Tracker {
 impl Tracker {
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
+    }
+
+    fn returned(&self) -> Option<Instant> {
+        *self.returned_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_returned(&self, at: Instant) {
+        *self.returned_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
     }
 }
 
@@ -83,7 +98,12 @@ fn eject(slot: &Arc<ServerSlot>, outlier: &Outlier) {
     let tracker = &slot.passive;
     tracker.consecutive.store(0, Ordering::Relaxed);
     tracker.waiting_for_check.store(false, Ordering::Relaxed);
-    let previous = tracker.ejections.fetch_add(1, Ordering::Relaxed);
+    let longest = ejection_time(outlier.base_ejection, u32::MAX);
+    let quiet = tracker.returned().is_some_and(|at| at.elapsed() >= longest);
+    if quiet {
+        tracker.repeats.store(0, Ordering::Relaxed);
+    }
+    let previous = tracker.repeats.fetch_add(1, Ordering::Relaxed);
     let generation = tracker.generation.fetch_add(1, Ordering::Relaxed) + 1;
     let time = ejection_time(outlier.base_ejection, previous);
     slot.record_ejection(Reason::Outlier, Some(time));
@@ -124,6 +144,7 @@ fn readmit(slot: &ServerSlot) {
         .waiting_for_check
         .store(false, Ordering::Relaxed);
     if slot.mark_ejected(false) {
+        slot.passive.set_returned(Instant::now());
         slot.pool_state.release_ejection();
         slot.record_ejection_end();
         tracing::info!(pool = %slot.pool, server = %slot.addr, "server readmitted after ejection");
@@ -204,6 +225,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!slot.ejected());
         assert_eq!(snap.slots.pool(0).ejected(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_stays_in_for_the_longest_ejection_time_starts_again_from_base() {
+        let state = state(2, "consecutive_failures = 1\nbase_ejection = \"10s\"");
+        let snap = state.snapshot();
+        let slot = Arc::clone(snap.slots.server(0, 0));
+        for _ in 0..2 {
+            fail(&snap, 0, 1);
+            tokio::time::sleep(Duration::from_secs(41)).await;
+            assert!(!slot.ejected());
+        }
+        // Back for 79 s after ejections of 10 s and 20 s: the next lasts 40 s.
+        tokio::time::sleep(Duration::from_secs(58)).await;
+        fail(&snap, 0, 1);
+        tokio::time::sleep(Duration::from_secs(39)).await;
+        assert!(slot.ejected(), "a repeat: 40 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!slot.ejected());
+        // In for 100 s (10 × base): the next is a first ejection again.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        fail(&snap, 0, 1);
+        tokio::time::sleep(Duration::from_millis(10_010)).await;
+        assert!(!slot.ejected(), "back to base_ejection");
+        assert_eq!(slot.ejection().count, 4, "the record keeps every ejection");
     }
 
     #[tokio::test(start_paused = true)]
