@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod kept;
+pub mod lanes;
 pub mod metrics;
 pub mod outcome;
 pub mod proxy;

@@ -30,33 +30,32 @@ pub fn config_reload(source: &'static str, ok: bool) {
 }
 
 /// Publishes each route's effective split: the share of each pool after leaving out pools
-/// with no available server. Runs when a table is installed or a pool's availability flips,
-/// never per request.
+/// with no available server, through the lanes' pre-registered gauges. Runs when a table is
+/// installed or a pool's availability flips, never per request.
 pub fn effective_split(snap: &crate::state::Snapshot) {
     use crate::route::HealthView;
     let table = &snap.table;
-    for route in &table.routes {
-        let up = |e: &&crate::route::table::SplitEntry| {
-            e.weight > 0 && snap.slots.pool_available(e.pool)
+    for (r, route) in table.routes.iter().enumerate() {
+        let Ok(r) = crate::route::RouteId::try_from(r) else {
+            continue;
         };
+        let up =
+            |e: &crate::route::table::SplitEntry| e.weight > 0 && snap.slots.pool_available(e.pool);
         let total: u64 = route
             .split
             .iter()
-            .filter(up)
+            .filter(|e| up(e))
             .map(|e| u64::from(e.weight))
             .sum();
-        for entry in &route.split {
-            let percent = if total > 0 && up(&entry) {
+        for (i, entry) in route.split.iter().enumerate() {
+            let percent = if total > 0 && up(entry) {
                 f64::from(entry.weight) * 100.0 / total as f64
             } else {
                 0.0
             };
-            metrics::gauge!(
-                ROUTE_EFFECTIVE,
-                "route" => route.name.to_string(),
-                "pool" => table.pool(entry.pool).name.to_string()
-            )
-            .set(percent);
+            if let Some(lane) = snap.lanes.get(r, i) {
+                lane.effective.set(percent);
+            }
         }
     }
 }

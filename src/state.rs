@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::health::registry::{Registry, Slots};
+use crate::lanes::{LaneRegistry, Lanes};
 use crate::route::Table;
 use crate::upstream::pool::{Conns, Pools};
 
@@ -20,6 +21,8 @@ pub struct Snapshot {
     pub slots: Slots,
     /// Idle keep-alive connections, index for index with the table's servers.
     pub conns: Conns,
+    /// Per (route, pool) state, entry for entry with each route's split.
+    pub lanes: Lanes,
 }
 
 #[derive(Debug)]
@@ -27,6 +30,7 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     registry: Registry,
     pools: Pools,
+    lanes: LaneRegistry,
     access_log: AtomicBool,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
@@ -38,17 +42,20 @@ impl State {
     pub fn new(mut table: Table) -> Self {
         let registry = Registry::default();
         let pools = Pools::default();
+        let lanes = LaneRegistry::default();
         table.version = table.version.max(1);
         let slots = registry.reconcile(&table, None);
         let conns = pools.reconcile(&table);
         Self {
             current: ArcSwap::from_pointee(Snapshot {
-                table,
                 slots,
                 conns,
+                lanes: lanes.reconcile(&table),
+                table,
             }),
             registry,
             pools,
+            lanes,
             access_log: AtomicBool::new(false),
             installed: watch::Sender::new(0),
         }
@@ -67,10 +74,12 @@ impl State {
         table.version = version;
         let slots = self.registry.reconcile(&table, Some(&previous.slots));
         let conns = self.pools.reconcile(&table);
+        let lanes = self.lanes.reconcile(&table);
         self.current.store(Arc::new(Snapshot {
             table,
             slots,
             conns,
+            lanes,
         }));
         self.installed.send_replace(version);
         version
