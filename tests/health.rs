@@ -433,6 +433,40 @@ async fn connect_failures_are_counted_by_kind_and_eject_the_server() {
 }
 
 #[tokio::test]
+async fn the_connect_failure_retry_skips_an_ejected_server() {
+    let (a, b, c) = (
+        Server::start("a").await,
+        Server::start("b").await,
+        Server::start("c").await,
+    );
+    b.status.store(503, Ordering::SeqCst);
+    let veer = start_veer(&format!(
+        "[pools.app]\n{}\nbalance = \"round_robin\"\n\
+         [pools.app.outlier]\nconsecutive_failures = 2\nmax_ejection_percent = 100\n\
+         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        servers(&[&a, &b, &c])
+    ))
+    .await;
+    for _ in 0..6 {
+        get(veer.http_addr, "/", &[]).await;
+    }
+    assert!(slot(&veer, "app", 1).ejected(), "b ejected by its 503s");
+    let b_hits = b.hits();
+    // a dies: each request decided for it fails to connect and is retried on the next
+    // server after it that is not ejected: c, never b.
+    a.kill();
+    for i in 0..10 {
+        let got = get(veer.http_addr, "/", &[]).await;
+        assert_eq!(
+            (got.status, got.body.as_str()),
+            (StatusCode::OK, "c\n"),
+            "request {i}"
+        );
+    }
+    assert_eq!(b.hits(), b_hits, "the ejected server got no retry");
+}
+
+#[tokio::test]
 async fn a_drained_server_finishes_a_2_second_request_and_gets_nothing_new() {
     let (a, b) = (Server::start("a").await, Server::start("b").await);
     let veer = start_veer(&format!(
