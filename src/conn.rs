@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,8 +75,11 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// ended, and when the bytes of a new request head began to arrive.
 #[derive(Debug)]
 pub struct Activity {
+    /// The instant the times below count from: the connection's own, so that they read
+    /// tokio's clock alone (paused in tests) and fit in atomics.
+    origin: Instant,
     in_flight: AtomicU32,
-    /// Milliseconds since the process clock's origin, +1 (0 = never).
+    /// Milliseconds since `origin`, +1 (0 = never).
     last_done: AtomicU64,
     /// When the head now awaited began: the accept, or the first byte after the last request.
     head_started: AtomicU64,
@@ -91,10 +94,11 @@ impl Default for Activity {
     /// A connection just accepted: its first request head is awaited from now on.
     fn default() -> Self {
         Self {
+            origin: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_done: AtomicU64::new(0),
-            head_started: AtomicU64::new(now_ms()),
-            last_io: AtomicU64::new(now_ms()),
+            head_started: AtomicU64::new(1),
+            last_io: AtomicU64::new(1),
             h2: AtomicBool::new(false),
         }
     }
@@ -133,13 +137,13 @@ impl Activity {
             && self.head_started.load(Ordering::Relaxed) == 0
             && !self.h2.load(Ordering::Relaxed)
         {
-            self.head_started.store(now_ms(), Ordering::Relaxed);
+            self.head_started.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
     /// Bytes went to the client.
     pub fn on_write(&self) {
-        self.last_io.store(now_ms(), Ordering::Relaxed);
+        self.last_io.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// The connection turned out to speak HTTP/2 (prior knowledge).
@@ -158,7 +162,7 @@ impl Activity {
 
     /// Judges the connection now (the watchdog's tick), given when it was opened.
     pub fn verdict(&self, opened: Instant, timers: Timers) -> Verdict {
-        let now = now_ms();
+        let now = self.now_ms();
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             let limit = self.last_io.load(Ordering::Relaxed) + millis(timers.stall);
             return deadline(now, limit, Verdict::Stalled);
@@ -168,10 +172,19 @@ impl Activity {
             return deadline(now, head + millis(timers.header), Verdict::SlowHead);
         }
         let since = match self.last_done.load(Ordering::Relaxed) {
-            0 => opened_ms(opened),
+            0 => self.ms(opened),
             t => t,
         };
         deadline(now, since + millis(timers.idle), Verdict::Idle)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ms(Instant::now())
+    }
+
+    /// `at` in milliseconds since `origin`, +1.
+    fn ms(&self, at: Instant) -> u64 {
+        millis(at.saturating_duration_since(self.origin)) + 1
     }
 }
 
@@ -190,22 +203,9 @@ pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.last_done.store(now_ms(), Ordering::Relaxed);
+        self.0.last_done.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    millis(Instant::now().saturating_duration_since(origin())) + 1
-}
-
-fn opened_ms(opened: Instant) -> u64 {
-    millis(opened.saturating_duration_since(origin())) + 1
 }
 
 fn millis(d: Duration) -> u64 {
@@ -292,5 +292,192 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The watchdog's timers on tokio's paused clock: every instant below is exact.
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::advance;
+
+    const TIMERS: Timers = Timers {
+        idle: Duration::from_secs(10),
+        header: Duration::from_secs(2),
+        stall: Duration::from_secs(30),
+    };
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A connection accepted now: its activity and the instant it was opened.
+    fn accepted() -> (Arc<Activity>, Instant) {
+        (Arc::new(Activity::default()), Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_cut_at_the_header_timeout() {
+        let (a, opened) = accepted();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(opened + TIMERS.header)
+        );
+        advance(ms(1999)).await;
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(opened + TIMERS.header)
+        );
+        advance(ms(1)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::SlowHead);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_trickling_in_do_not_extend_the_head_timer() {
+        let (a, opened) = accepted();
+        for _ in 0..3 {
+            advance(ms(600)).await;
+            a.on_read();
+            assert!(matches!(a.verdict(opened, TIMERS), Verdict::CheckAt(_)));
+        }
+        advance(ms(200)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::SlowHead);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_request_the_idle_timer_runs_from_its_end() {
+        let (a, opened) = accepted();
+        advance(ms(500)).await;
+        let request = a.begin();
+        // Served for longer than both the header and the idle timeouts: neither applies.
+        advance(ms(12_000)).await;
+        assert!(matches!(a.verdict(opened, TIMERS), Verdict::CheckAt(_)));
+        drop(request);
+        let ended = Instant::now();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(ended + TIMERS.idle)
+        );
+        advance(ms(9_999)).await;
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(ended + TIMERS.idle)
+        );
+        advance(ms(1)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_byte_of_the_next_head_starts_the_header_timer() {
+        let (a, opened) = accepted();
+        drop(a.begin());
+        advance(ms(5_000)).await;
+        a.on_read();
+        let head = Instant::now();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(head + TIMERS.header)
+        );
+        advance(TIMERS.header).await;
+        // Long before the idle timeout would close it.
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::SlowHead);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_cut_only_when_nothing_moves_for_the_stall_limit() {
+        let (a, opened) = accepted();
+        let _request = a.begin();
+        advance(ms(20_000)).await;
+        a.on_write();
+        let moved = Instant::now();
+        advance(ms(20_000)).await;
+        a.on_read();
+        let moved_again = Instant::now();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(moved_again + TIMERS.stall)
+        );
+        assert!(moved_again > moved);
+        advance(TIMERS.stall - ms(1)).await;
+        assert!(matches!(a.verdict(opened, TIMERS), Verdict::CheckAt(_)));
+        advance(ms(1)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::Stalled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_are_not_request_heads_and_do_not_reset_the_idle_timer() {
+        let (a, opened) = accepted();
+        a.set_h2();
+        // PINGs every second: never a slow head, and the idle timer still runs from the open.
+        for _ in 0..9 {
+            advance(ms(1_000)).await;
+            a.on_read();
+            a.on_write();
+            assert_eq!(
+                a.verdict(opened, TIMERS),
+                Verdict::CheckAt(opened + TIMERS.idle)
+            );
+        }
+        advance(ms(1_000)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_idle_runs_from_the_last_request() {
+        let (a, opened) = accepted();
+        a.set_h2();
+        advance(ms(4_000)).await;
+        drop(a.begin());
+        let ended = Instant::now();
+        advance(ms(8_000)).await;
+        a.on_read();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(ended + TIMERS.idle)
+        );
+        advance(ms(2_000)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watched_io_reports_reads_writes_and_the_http2_preface() {
+        let (a, opened) = accepted();
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = WatchedIo::new(server, Arc::clone(&a));
+        let _request = a.begin();
+        advance(ms(25_000)).await;
+        client.write_all(b"x").await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(Instant::now() + TIMERS.stall),
+            "a read is progress"
+        );
+        advance(ms(25_000)).await;
+        io.write_all(b"y").await.unwrap();
+        assert_eq!(
+            a.verdict(opened, TIMERS),
+            Verdict::CheckAt(Instant::now() + TIMERS.stall),
+            "a write is progress"
+        );
+
+        let (b, opened) = accepted();
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut io = WatchedIo::new(server, Arc::clone(&b));
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        advance(TIMERS.header * 2).await;
+        assert_eq!(
+            b.verdict(opened, TIMERS),
+            Verdict::CheckAt(opened + TIMERS.idle),
+            "an HTTP/2 client is judged by the idle timeout alone"
+        );
     }
 }

@@ -64,14 +64,13 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> i32 {
     match veer::config::load(path) {
         Ok(compiled) => {
-            let unsupported = veer::run::unsupported(&compiled);
-            for problem in &unsupported {
-                eprintln!("{}: {problem}", path.display());
-            }
-            for note in veer::run::inactive(&compiled) {
+            for note in compiled.notes() {
                 eprintln!("{}: note: {note}", path.display());
             }
-            if !unsupported.is_empty() {
+            if let Err(refused) = compiled.admit() {
+                for problem in &refused.0 {
+                    eprintln!("{}: {problem}", path.display());
+                }
                 return 2;
             }
             println!("{}: {}", path.display(), compiled.summary());

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, Admin};
-use crate::config::Compiled;
+use crate::config::{Compiled, ConfigErrors};
 use crate::control::{Control, StateFileError};
 use crate::state::State;
 use crate::{reload, server, upstream};
@@ -27,7 +27,7 @@ pub enum StartError {
     #[error(transparent)]
     StateFile(#[from] StateFileError),
     #[error("{0}")]
-    Unsupported(String),
+    Refused(ConfigErrors),
 }
 
 /// A serving veer: where it listens, its state, and the handle to stop it.
@@ -62,9 +62,7 @@ impl Running {
 /// Binds and serves `compiled` on the current tokio runtime, with the runtime state saved in
 /// `admin.state_file` laid over it.
 pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
-    if let Some(problem) = unsupported(&compiled).into_iter().next() {
-        return Err(StartError::Unsupported(problem));
-    }
+    compiled.admit().map_err(StartError::Refused)?;
     let settings = compiled.settings.clone();
     let listener = bind("listen.http", settings.listen.http)?;
     let http_addr = local_addr("listen.http", &listener, settings.listen.http)?;
@@ -80,6 +78,7 @@ pub async fn start(compiled: Compiled) -> Result<Running, StartError> {
             let addr = local_addr("admin.listen", &listener, a.listen)?;
             let admin = Arc::new(Admin {
                 control: Arc::clone(&control),
+                addr,
                 token: a.token.clone(),
                 draining: shutdown.subscribe(),
             });
@@ -141,48 +140,11 @@ fn local_addr(
     })
 }
 
-/// Configured features this version cannot serve; `veer run` refuses them rather than
-/// silently serving something else (plain text where TLS was asked for).
-pub fn unsupported(compiled: &Compiled) -> Vec<String> {
-    let mut out = Vec::new();
-    if compiled.settings.listen.https.is_some() {
-        out.push("listen.https: TLS termination is not available in this version".to_string());
-    }
-    for pool in &compiled.table.pools {
-        if pool.tls.is_some() {
-            out.push(format!(
-                "pools.{}.tls: TLS to upstream servers is not available in this version",
-                pool.name
-            ));
-        }
-    }
-    out
-}
-
-/// Configured features this version accepts but does not act on yet; logged at start.
-pub fn inactive(compiled: &Compiled) -> Vec<String> {
-    let mut out = Vec::new();
-    for route in &compiled.table.routes {
-        if route.mirror.is_some() {
-            out.push(format!(
-                "routes.{}.mirror: shadow mirroring is not done by this version",
-                route.name
-            ));
-        }
-        if route.rollout.is_some() {
-            out.push(format!(
-                "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",
-                route.name
-            ));
-        }
-    }
-    out
-}
-
 /// `veer run`: serve the config at `path` until SIGTERM or SIGINT, reloading on SIGHUP.
 /// Returns the process exit code.
 pub fn main(path: PathBuf, compiled: Compiled) -> i32 {
     crate::telemetry::init(&compiled.settings.log);
+    crate::telemetry::raise_open_files_limit(compiled.table.proxy.max_connections);
     let workers = match compiled.settings.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -211,13 +173,17 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled) -> i32 {
             return 1;
         }
     };
-    for note in inactive(&compiled) {
+    for note in compiled.notes() {
         tracing::warn!("{note}");
     }
     let settings = compiled.settings.clone();
     let running = match start(compiled).await {
         Ok(r) => r,
-        Err(e @ (StartError::Unsupported(_) | StartError::StateFile(_))) => {
+        Err(e @ StartError::StateFile(StateFileError::Locked { .. })) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+        Err(e @ (StartError::Refused(_) | StartError::StateFile(_))) => {
             tracing::error!("{e}");
             return 2;
         }

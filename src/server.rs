@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
 use crate::proxy::{ProxyError, ProxyService, RespBody};
 use crate::state::State;
+use crate::telemetry::Throttled;
 use crate::upstream::Io;
 
 /// The largest request head accepted; a bigger one is answered `431`.
@@ -51,6 +52,7 @@ pub async fn serve(
     let builders = Builders::new();
     let active = Arc::new(AtomicUsize::new(0));
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accept_errors = Throttled::new(Duration::from_secs(1));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -69,8 +71,11 @@ pub async fn serve(
                     tokio::spawn(conn.run(stream, peer, builders, over));
                 }
                 Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors and the like: back off instead of spinning, and
+                    // log at a bounded rate.
+                    if let Some(unlogged) = accept_errors.hit(Instant::now()) {
+                        tracing::warn!(error = %e, unlogged, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -4,111 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http::StatusCode;
 use serde_json::{json, Value};
 
-use common::{client, get, start_veer, tally, Upstream};
+use common::{get, start_veer, tally, Api, Upstream};
 
 const TOKEN: &str = "s3cret";
-
-/// A small JSON client for the admin API.
-struct Api {
-    addr: SocketAddr,
-    token: Option<&'static str>,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-/// A response read whole: the body as JSON when it is JSON, and as text.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Value,
-    text: String,
-}
-
-impl Answer {
-    /// The `ETag` as a number (`"7"` -> 7).
-    fn etag(&self) -> u64 {
-        let raw = self.headers.get("etag").expect("an ETag").to_str().unwrap();
-        raw.trim_matches('"').parse().expect("a numeric ETag")
-    }
-
-    fn version(&self) -> u64 {
-        self.json["version"]
-            .as_u64()
-            .expect("a version in the body")
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-impl Api {
-    fn new(running: &veer::run::Running, token: Option<&'static str>) -> Self {
-        Self {
-            addr: running.admin_addr.expect("the admin API listens"),
-            token,
-            client: client(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Bytes>,
-    ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        if let Some(token) = self.token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(body.into())).unwrap())
-            .await
-            .expect("the admin API answers");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer {
-            status,
-            headers,
-            json,
-            text,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, &[], Bytes::new()).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.call("POST", path, &[], body.to_string()).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Answer {
-        self.call("PUT", path, &[], body.to_string()).await
-    }
-}
 
 /// A veer with `blue` and `green` pools, route `web` at blue 100 / green 0, and the admin API
 /// (with a token when asked). `extra` is appended to the route.
@@ -880,16 +782,11 @@ async fn readyz_turns_503_on_shutdown_and_the_api_keeps_answering() {
     assert_eq!(api.get("/readyz").await.status, StatusCode::OK);
 
     running.shutdown();
-    let mut ready = api.get("/readyz").await;
-    for _ in 0..50 {
-        if ready.status == StatusCode::SERVICE_UNAVAILABLE {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        ready = api.get("/readyz").await;
-    }
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.text, "draining\n");
+    common::eventually(common::IO_TIMEOUT, "/readyz turns 503", || async {
+        api.get("/readyz").await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.text, "draining\n");
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/api/v1/routes").await.status, StatusCode::OK);
     // A draining process takes no more changes (its replacement may share the port).
@@ -904,7 +801,7 @@ async fn readyz_turns_503_on_shutdown_and_the_api_keeps_answering() {
         refused.text
     );
     assert_eq!(running.control.version(), v);
-    assert!(running.wait().await);
+    assert!(common::within(common::IO_TIMEOUT, "the drain", running.wait()).await);
 }
 
 #[tokio::test]
@@ -933,16 +830,11 @@ async fn a_body_that_is_not_toml_is_400() {
 async fn keep_alive_serves_many_requests_on_one_connection() {
     let (running, _b, _g) = blue_green(true, "").await;
     let addr = running.admin_addr.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "GET /api/v1/routes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n\
          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     );
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    conn.read_to_end(&mut out).await.unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = common::raw_exchange(addr, req.as_bytes()).await;
     assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
     assert!(out.ends_with("ok\n"), "{out}");
 }

@@ -3,22 +3,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use common::Upstream;
+use tokio::io::AsyncWriteExt;
 
-fn veer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_veer"))
+use common::{child_toml, output_within, veer_cmd, TempDir, Upstream, VeerProcess, IO_TIMEOUT};
+
+/// `cmd` run to its end, within `IO_TIMEOUT`.
+fn output(cmd: &mut Command) -> Output {
+    output_within(cmd, IO_TIMEOUT)
 }
 
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("veer-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("veer.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// A temp dir holding `veer.toml` with `text`.
+fn temp_config(name: &str, text: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(name);
+    let path = dir.write("veer.toml", text);
+    (dir, path)
 }
 
 #[test]
@@ -27,11 +27,7 @@ fn check_accepts_every_example_config() {
     for entry in std::fs::read_dir("config").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = veer()
-                .args(["check", "--config"])
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = output(veer_cmd().args(["check", "--config"]).arg(&path));
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),
@@ -51,15 +47,11 @@ fn check_accepts_every_example_config() {
 
 #[test]
 fn check_reports_every_error_with_its_place_and_exits_2() {
-    let path = temp_config(
+    let (_dir, path) = temp_config(
         "bad",
         "[pools.blue]\nservers = [\"not an address\"]\n\n[[routes]]\nname = \"web\"\nsplit = { blue = 0, purple = 5 }\n",
     );
-    let out = veer()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = output(veer_cmd().args(["check", "--config"]).arg(&path));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
@@ -70,18 +62,11 @@ fn check_reports_every_error_with_its_place_and_exits_2() {
 
 #[test]
 fn check_and_run_refuse_a_missing_file_or_syntax_error_with_exit_2() {
-    let out = veer()
-        .args(["check", "--config", "/nonexistent/veer.toml"])
-        .output()
-        .unwrap();
+    let out = output(veer_cmd().args(["check", "--config", "/nonexistent/veer.toml"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/veer.toml"));
-    let path = temp_config("syntax", "[pools.blue\nservers = []\n");
-    let out = veer()
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path) = temp_config("syntax", "[pools.blue\nservers = []\n");
+    let out = output(veer_cmd().args(["run", "--config"]).arg(&path));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:1:", path.display())), "{err}");
@@ -89,126 +74,85 @@ fn check_and_run_refuse_a_missing_file_or_syntax_error_with_exit_2() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = veer().arg("frobnicate").output().unwrap();
+    let out = output(veer_cmd().arg("frobnicate"));
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Route `web` to one pool `app` of `server`, for a child veer (JSON log, `log` added to it),
+/// with `proxy` as the `[proxy]` table.
+fn app_config(server: std::net::SocketAddr, proxy: &str, log: &str) -> String {
+    child_toml(
+        log,
+        &format!(
+            "[proxy]\n{proxy}\n[pools.app]\nservers = [\"{server}\"]\n\
+             [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
+        ),
+    )
+}
+
+/// Polls until `addr` refuses connections: the listener closed, the drain started.
+async fn refuses_connections(addr: std::net::SocketAddr) {
+    common::eventually(
+        IO_TIMEOUT,
+        "the listener closes for the drain",
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sigterm_answers_the_request_in_flight_then_exits_0() {
-    let slow = Upstream::slow("slow", Duration::from_millis(800)).await;
-    let path = temp_config(
+    let (held, gate) = Upstream::gated("held").await;
+    let (_dir, path) = temp_config(
         "term",
-        &format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n[proxy]\nshutdown_grace = \"10s\"\n[log]\nformat = \"json\"\n\
-             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-            slow.addr
-        ),
+        &app_config(held.addr, "shutdown_grace = \"30s\"", ""),
     );
-    let (mut child, addr) = spawn_run(&path);
+    let veer = VeerProcess::start(&path).await;
+    let addr = veer.http();
     let request = tokio::spawn(async move { common::get(addr, "/", &[]).await });
-    while slow.hits() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    signal(&child, "-TERM");
-    let got = request.await.unwrap();
-    assert_eq!(got.status, 200);
-    assert_eq!(got.body, "slow\n");
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    common::eventually(IO_TIMEOUT, "the request reached the upstream", || async {
+        held.hits() > 0
+    })
+    .await;
+    veer.signal("-TERM");
+    // Draining with the request still held; then it is answered, and only then does veer exit.
+    refuses_connections(addr).await;
+    assert!(!request.is_finished(), "the request is still in flight");
+    gate.open();
+    let got = common::within(IO_TIMEOUT, "the answer", request)
         .await
-        .unwrap()
         .unwrap();
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "held\n"));
+    let mut veer = veer;
+    let status = veer.exit_within(IO_TIMEOUT).await;
     assert_eq!(status.code(), Some(0));
-}
-
-/// Starts `veer run` on `path` and returns the child and the address it logged.
-fn spawn_run(path: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    let (child, addr, _) = spawn_run_with_log(path);
-    (child, addr)
-}
-
-/// As `spawn_run`, plus every later log line.
-fn spawn_run_with_log(
-    path: &std::path::Path,
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = veer()
-        .args(["run", "--config"])
-        .arg(path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = addr_tx.send(v["fields"]["addr"].as_str().unwrap().to_string());
-            }
-            let _ = line_tx.send(line);
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("veer logs its address")
-        .parse()
-        .unwrap();
-    (child, addr, line_rx)
 }
 
 #[tokio::test]
 async fn the_access_log_has_one_json_line_per_request() {
     let up = Upstream::named("app").await;
-    let path = temp_config(
-        "access",
-        &format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess = true\n\
-             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-            up.addr
-        ),
+    let (_dir, path) = temp_config("access", &app_config(up.addr, "", "access = true"));
+    let mut veer = VeerProcess::start(&path).await;
+    assert_eq!(
+        common::get(veer.http(), "/hello?x=1", &[]).await.status,
+        200
     );
-    let (child, addr, lines) = spawn_run_with_log(&path);
-    assert_eq!(common::get(addr, "/hello?x=1", &[]).await.status, 200);
-    let mut access = Vec::new();
-    while access.is_empty() {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .expect("access lines");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["target"] == "veer::access" {
-            access.push(v["fields"].clone());
-        }
-    }
-    assert_eq!(access[0]["uri"], "/hello?x=1");
-    assert_eq!(access[0]["method"], "GET");
-    assert_eq!(access[0]["status"], 200);
-    assert_eq!(access[0]["route"], "web");
-    assert_eq!(access[0]["pool"], "app");
-    assert_eq!(access[0]["server"], up.addr.to_string());
-    stop_expecting_0(child, "-TERM").await;
-}
-
-/// Sends `sig` and waits for the process to exit 0.
-async fn stop_expecting_0(child: std::process::Child, sig: &str) {
-    signal(&child, sig);
-    let mut child = child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let line = veer
+        .log_line(IO_TIMEOUT, |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|v| v["target"] == "veer::access")
+        })
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+        .expect("an access log line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let access = &v["fields"];
+    assert_eq!(access["uri"], "/hello?x=1");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["route"], "web");
+    assert_eq!(access["pool"], "app");
+    assert_eq!(access["server"], up.addr.to_string());
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
 
 #[tokio::test]
@@ -218,67 +162,56 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         Upstream::named("green").await,
     );
     let config = |split: &str| {
-        format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
-             [pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
-             [[routes]]\nname = \"web\"\nsplit = {split}\n",
-            blue.addr, green.addr
+        child_toml(
+            "",
+            &common::two_pools(
+                blue.addr,
+                green.addr,
+                &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
+            ),
         )
     };
-    let path = temp_config("hup", &config("{ blue = 1, green = 0 }"));
-    let (child, addr, lines) = spawn_run_with_log(&path);
+    let (_dir, path) = temp_config("hup", &config("{ blue = 1, green = 0 }"));
+    let mut veer = VeerProcess::start(&path).await;
+    let addr = veer.http();
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
 
     std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
-    signal(&child, "-HUP");
-    let mut switched = false;
-    for _ in 0..100 {
-        if common::get(addr, "/", &[]).await.body == "green\n" {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(switched, "the reload took effect");
+    veer.signal("-HUP");
+    common::eventually(IO_TIMEOUT, "the reload took effect", || async move {
+        common::get(addr, "/", &[]).await.body == "green\n"
+    })
+    .await;
 
     std::fs::write(&path, "[pools.green\nthis is not toml").unwrap();
-    signal(&child, "-HUP");
+    veer.signal("-HUP");
     // The failure is logged with the file's line and column.
     let place = format!("{}:1:", path.display());
-    let logged = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
-        .any(|line| line.contains("reload failed") && line.contains(&place));
-    assert!(logged, "the reload error names {place}");
+    let logged = veer
+        .log_line(IO_TIMEOUT, |line| {
+            line.contains("reload failed") && line.contains(&place)
+        })
+        .await;
+    assert!(logged.is_some(), "the reload error names {place}");
     for _ in 0..20 {
         let got = common::get(addr, "/", &[]).await;
         assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "green\n"));
     }
-    stop_expecting_0(child, "-TERM").await;
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
 
 #[tokio::test]
 async fn the_demo_serves_a_90_10_split_and_exits_0_on_ctrl_c() {
-    let mut child = veer()
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr: std::net::SocketAddr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the demo prints its address");
-        if let Some(rest) = line.trim().strip_prefix("proxy") {
-            let url = rest.split_whitespace().next().unwrap();
-            break url.trim_start_matches("http://").parse().unwrap();
-        }
-    };
+    let mut cmd = veer_cmd();
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let mut veer = VeerProcess::spawn(cmd);
+    let line = veer
+        .log_line(IO_TIMEOUT, |line| line.trim().starts_with("proxy"))
+        .await
+        .expect("the demo prints its address");
+    let rest = line.trim().strip_prefix("proxy").unwrap();
+    let url = rest.split_whitespace().next().unwrap();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let counts = common::tally(400, |_| common::get(addr, "/", &[])).await;
     let green = counts.get("green v2").copied().unwrap_or(0);
     assert!((20..=70).contains(&green), "{counts:?}");
@@ -287,7 +220,7 @@ async fn the_demo_serves_a_90_10_split_and_exits_0_on_ctrl_c() {
     assert_eq!(pinned.body, "green v2\n");
     let page = common::get(addr, "/", &[("accept", "text/html"), ("x-canary", "true")]).await;
     assert!(page.body.contains("<h1>green v2</h1>"));
-    stop_expecting_0(child, "-INT").await;
+    veer.stop_expecting_0("-INT", IO_TIMEOUT).await;
 }
 
 #[tokio::test]
@@ -297,41 +230,40 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
         Upstream::named("green").await,
     );
     let config = |split: &str| {
-        format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nwatch = true\n\
-             [log]\nformat = \"json\"\n[pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
-             [[routes]]\nname = \"web\"\nsplit = {split}\n",
-            blue.addr, green.addr
+        child_toml(
+            "",
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\nwatch = true\n{}",
+                common::two_pools(
+                    blue.addr,
+                    green.addr,
+                    &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
+                )
+            ),
         )
     };
-    let path = temp_config("watch", &config("{ blue = 1, green = 0 }"));
-    let (child, addr) = spawn_run(&path);
+    let (_dir, path) = temp_config("watch", &config("{ blue = 1, green = 0 }"));
+    let veer = VeerProcess::start(&path).await;
+    let addr = veer.http();
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
     std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
-    let mut switched = false;
-    // The file is looked at every 2 s; allow a few rounds.
-    for _ in 0..80 {
-        if common::get(addr, "/", &[]).await.body == "green\n" {
-            switched = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(switched, "the edited file was picked up without a signal");
-    stop_expecting_0(child, "-TERM").await;
+    // The file is looked at every 2 s.
+    common::eventually(
+        IO_TIMEOUT,
+        "the edited file was picked up without a signal",
+        || async move { common::get(addr, "/", &[]).await.body == "green\n" },
+    )
+    .await;
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
 
 #[test]
 fn check_reads_veer_config_when_no_flag_is_given() {
-    let path = temp_config(
+    let (dir, path) = temp_config(
         "envdefault",
         "[pools.a]\nservers = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nsplit = { a = 1 }\n",
     );
-    let out = veer()
-        .arg("check")
-        .env("VEER_CONFIG", &path)
-        .output()
-        .unwrap();
+    let out = output(veer_cmd().arg("check").env("VEER_CONFIG", &path));
     assert!(
         out.status.success(),
         "{}",
@@ -339,13 +271,7 @@ fn check_reads_veer_config_when_no_flag_is_given() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&path.display().to_string()));
     // Without the variable the default is ./veer.toml.
-    let dir = path.parent().unwrap();
-    let out = veer()
-        .arg("check")
-        .env_remove("VEER_CONFIG")
-        .current_dir(dir)
-        .output()
-        .unwrap();
+    let out = output(veer_cmd().arg("check").current_dir(&dir.path));
     assert!(
         out.status.success(),
         "{}",
@@ -357,18 +283,14 @@ fn check_reads_veer_config_when_no_flag_is_given() {
 fn a_port_already_taken_is_a_runtime_failure_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let path = temp_config(
+    let (_dir, path) = temp_config(
         "taken",
         &format!(
             "[listen]\nhttp = \"{addr}\"\n[pools.a]\nservers = [\"127.0.0.1:1\"]\n\
              [[routes]]\nname = \"r\"\nsplit = {{ a = 1 }}\n"
         ),
     );
-    let out = veer()
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = output(veer_cmd().args(["run", "--config"]).arg(&path));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -379,47 +301,57 @@ fn a_port_already_taken_is_a_runtime_failure_exit_1() {
 
 #[tokio::test]
 async fn sigint_drains_and_a_request_past_the_grace_does_not_block_exit_0() {
-    let slow = Upstream::slow("slow", Duration::from_secs(30)).await;
-    let path = temp_config(
+    // The upstream never answers, and nothing but the grace may end the request within the
+    // wait: request_timeout is far longer.
+    let (held, _closed_gate) = Upstream::gated("held").await;
+    let (_dir, path) = temp_config(
         "grace",
-        &format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\n[proxy]\nshutdown_grace = \"300ms\"\n[log]\nformat = \"json\"\n\
-             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-            slow.addr
+        &app_config(
+            held.addr,
+            "shutdown_grace = \"300ms\"\nrequest_timeout = \"300s\"",
+            "",
         ),
     );
-    let (child, addr) = spawn_run(&path);
-    let stuck = tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(20), common::get(addr, "/", &[])).await;
-    });
-    while slow.hits() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop_expecting_0(child, "-INT").await;
-    stuck.abort();
+    let mut veer = VeerProcess::start(&path).await;
+    let mut stuck = common::requests::connect(veer.http()).await;
+    stuck
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    common::eventually(IO_TIMEOUT, "the request reached the upstream", || async {
+        held.hits() > 0
+    })
+    .await;
+    veer.signal("-INT");
+    let status = veer.exit_within(IO_TIMEOUT).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let closed = common::requests::read_until_closed(&mut stuck, IO_TIMEOUT).await;
+    assert!(closed.is_some(), "the request past the grace was cut off");
 }
 
 #[tokio::test]
 async fn a_reload_that_changes_the_listener_says_it_needs_a_restart() {
     let up = Upstream::named("app").await;
     let config = |port: u16| {
-        format!(
-            "[listen]\nhttp = \"127.0.0.1:{port}\"\n[log]\nformat = \"json\"\n\
-             [pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-            up.addr
+        app_config(up.addr, "", "").replace(
+            "http = \"127.0.0.1:0\"",
+            &format!("http = \"127.0.0.1:{port}\""),
         )
     };
-    let path = temp_config("restart-needed", &config(0));
-    let (child, addr, lines) = spawn_run_with_log(&path);
-    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = other.local_addr().unwrap().port();
-    drop(other);
-    std::fs::write(&path, config(port)).unwrap();
-    signal(&child, "-HUP");
-    let warned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
-        .any(|line| line.contains("listen changed") && line.contains("after a restart"));
-    assert!(warned, "the listener change is reported");
+    let (_dir, path) = temp_config("restart-needed", &config(0));
+    let mut veer = VeerProcess::start(&path).await;
+    let addr = veer.http();
+    // A port held by this test, so that nothing else can be listening there.
+    let other = common::refused_addr();
+    std::fs::write(&path, config(other.addr.port())).unwrap();
+    veer.signal("-HUP");
+    let warned = veer
+        .log_line(IO_TIMEOUT, |line| {
+            line.contains("listen changed") && line.contains("after a restart")
+        })
+        .await;
+    assert!(warned.is_some(), "the listener change is reported");
     // Still serving on the address it started with.
     assert_eq!(common::get(addr, "/", &[]).await.status, 200);
-    stop_expecting_0(child, "-TERM").await;
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }

@@ -2,6 +2,8 @@
 //! `file:line:col` of the offending value; all errors come back at once; valid configs compile
 //! into the table the routing rules expect; the shipped examples under config/ load.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,15 +19,25 @@ fn with_pools(rest: &str) -> String {
     format!("{POOLS}{rest}")
 }
 
+/// A well-formed fragment about one section is completed with a pool and a route of its own
+/// when it has none (a config without routes is an error), after the fragment, so that places
+/// in it stand.
+fn whole(text: &str) -> String {
+    if text.contains("[[routes]]") || text.parse::<toml::Table>().is_err() {
+        return text.to_string();
+    }
+    format!("{text}\n[pools.fill]\nservers = [\"127.0.0.1:1\"]\n\n[[routes]]\nname = \"fill\"\nsplit = {{ fill = 1 }}\n")
+}
+
 fn compile(text: &str) -> Compiled {
-    match from_toml(text, FILE) {
+    match from_toml(&whole(text), FILE) {
         Ok(c) => c,
         Err(e) => panic!("rejected:\n{e}\n---\n{text}"),
     }
 }
 
 fn errors(text: &str) -> Vec<String> {
-    match from_toml(text, FILE) {
+    match from_toml(&whole(text), FILE) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(ConfigErrors(errs)) => errs.iter().map(ToString::to_string).collect(),
     }
@@ -53,6 +65,10 @@ fn place(text: &str, offset: usize) -> String {
 fn expect(text: &str, want: &[(&str, &str, &str)]) {
     let errs = errors(text);
     for (path, gist, needle) in want {
+        assert!(
+            !gist.is_empty(),
+            "{path}: an empty gist matches any message"
+        );
         let prefix = format!("{}: {path}: ", at(text, needle));
         assert!(
             errs.iter()
@@ -358,10 +374,29 @@ fn path_prefix_and_hosts() {
 
 #[test]
 fn hash_key_forms() {
-    for bad in ["ip", "header:", "header:x y", "cookie:a;b", "Client_IP"] {
+    let form = "expected \"header:NAME\", \"cookie:NAME\" or \"client_ip\"";
+    for (bad, gist) in [
+        ("ip", format!("invalid hash_key \"ip\": {form}")),
+        (
+            "header:",
+            "invalid header name \"\": expected a token".to_string(),
+        ),
+        (
+            "header:x y",
+            "invalid header name \"x y\": expected a token".to_string(),
+        ),
+        (
+            "cookie:a;b",
+            "invalid cookie name \"a;b\": expected a token".to_string(),
+        ),
+        (
+            "Client_IP",
+            format!("invalid hash_key \"Client_IP\": {form}"),
+        ),
+    ] {
         let text = route(&format!("split = {{ blue = 1 }}\nhash_key = \"{bad}\"\n"));
         let needle = format!("\"{bad}\"");
-        expect(&text, &[("routes[0].hash_key", "", &needle)]);
+        expect(&text, &[("routes[0].hash_key", &gist, &needle)]);
     }
     let text = route("split = { blue = 1 }\nhash_key = \"ip\"\n");
     expect(
@@ -617,32 +652,66 @@ fn public_admin_needs_a_token() {
             "\"0.0.0.0:9901\"",
         )],
     );
-    let text =
-        "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n";
-    expect(
-        text,
-        &[(
-            "admin.listen",
-            "VEER_TEST_CONFIG_SURELY_UNSET_9C1E, which is unset or empty",
-            "\"0.0.0.0:9901\"",
-        )],
-    );
     let ok = compile("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"s3cret\"\n");
     assert_eq!(ok.settings.admin.unwrap().token.as_deref(), Some("s3cret"));
     // Loopback without a token is allowed: the API is open to this machine only.
-    let ok = compile("[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n");
+    let ok = compile("[admin]\nlisten = \"127.0.0.1:9901\"\n");
     assert_eq!(ok.settings.admin.unwrap().token, None);
+}
+
+/// `token_env` is read from the environment of the process that loads the config: here a
+/// `veer check` child given the variable (or not), so that no test changes this process's
+/// environment while others read it.
+#[test]
+fn token_env_naming_an_unset_variable_is_an_error_on_any_listener() {
+    // A token asked for but missing must not become an open API, on loopback or not.
+    for listen in ["0.0.0.0:9901", "127.0.0.1:9901"] {
+        let text = format!(
+            "[admin]\nlisten = \"{listen}\"\ntoken_env = \"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"\n"
+        );
+        expect(
+            &text,
+            &[(
+                "admin.token_env",
+                "VEER_TEST_CONFIG_SURELY_UNSET_9C1E is unset or empty",
+                "\"VEER_TEST_CONFIG_SURELY_UNSET_9C1E\"",
+            )],
+        );
+    }
 }
 
 #[test]
 fn token_env_is_read_from_the_environment() {
-    std::env::set_var("VEER_TEST_CONFIG_TOKEN_4B7D", "from-env");
-    let ok = compile(
-        "[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_TOKEN_4B7D\"\n",
+    let dir = common::TempDir::new("token-env");
+    let path = dir.write(
+        "veer.toml",
+        &whole("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"VEER_TEST_CONFIG_TOKEN_4B7D\"\n"),
     );
-    let admin = ok.settings.admin.unwrap();
-    assert_eq!(admin.token.as_deref(), Some("from-env"));
-    assert_eq!(admin.listen, "0.0.0.0:9901".parse().unwrap());
+    let check = |token: Option<&str>| {
+        let mut cmd = common::veer_cmd();
+        cmd.args(["check", "--config"]).arg(&path);
+        match token {
+            Some(t) => cmd.env("VEER_TEST_CONFIG_TOKEN_4B7D", t),
+            None => cmd.env_remove("VEER_TEST_CONFIG_TOKEN_4B7D"),
+        };
+        common::output_within(&mut cmd, common::IO_TIMEOUT)
+    };
+    let with = check(Some("from-env"));
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with.stdout).contains("admin on 0.0.0.0:9901"));
+    for missing in [None, Some("")] {
+        let without = check(missing);
+        assert_eq!(without.status.code(), Some(2), "{missing:?}");
+        let err = String::from_utf8_lossy(&without.stderr);
+        assert!(
+            err.contains("admin.token_env: the environment variable VEER_TEST_CONFIG_TOKEN_4B7D is unset or empty"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -1127,4 +1196,18 @@ fn blue_green_example_flips_by_weight() {
         .map(|e| (&*c.table.pool(e.pool).name, e.weight))
         .collect();
     assert_eq!(split, [("blue", 100), ("green", 0)]);
+}
+
+#[test]
+fn a_config_without_routes_is_an_error() {
+    // An empty or truncated file would otherwise answer every request 404.
+    for text in ["", "[listen]\nhttp = \"127.0.0.1:8080\"\n", POOLS] {
+        let errs = match from_toml(text, FILE) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(ConfigErrors(errs)) => errs,
+        };
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "routes");
+        assert!(errs[0].message.contains("no routes"), "{}", errs[0]);
+    }
 }

@@ -4,10 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::Duration;
 
-use common::Upstream;
+use common::{output_within, veer_cmd, Upstream, IO_TIMEOUT};
 use serde_json::Value;
 
 const TOKEN: &str = "s3cret-token";
@@ -24,15 +22,12 @@ struct Out {
 /// thread, so the veer in this process keeps serving meanwhile.
 async fn ctl_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> Out {
     tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_veer"));
-        cmd.arg("ctl")
-            .args(&args)
-            .env_remove("VEER_ADMIN")
-            .env_remove("VEER_ADMIN_TOKEN");
+        let mut cmd = veer_cmd();
+        cmd.arg("ctl").args(&args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("veer runs");
+        let out = output_within(&mut cmd, IO_TIMEOUT);
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -406,6 +401,8 @@ async fn every_subcommand_has_help_with_an_example() {
 
 #[tokio::test]
 async fn usage_errors_exit_2() {
+    let refused = common::refused_addr();
+    let url = format!("http://{refused}");
     for args in [
         &["split", "web", "blue"][..],
         &["split", "web", "blue=x"],
@@ -421,7 +418,7 @@ async fn usage_errors_exit_2() {
         &[],
     ] {
         // Nothing listens there: a usage error must not get as far as trying.
-        let mut all = vec!["--admin", "http://127.0.0.1:1"];
+        let mut all = vec!["--admin", &url];
         all.extend_from_slice(args);
         let out = ctl(&all).await;
         assert_eq!(out.code, 2, "{args:?}: {out:?}");
@@ -432,7 +429,8 @@ async fn usage_errors_exit_2() {
 
 #[tokio::test]
 async fn an_unreachable_admin_api_exits_1_with_the_reason() {
-    let addr = common::refused_addr().await;
+    let refused = common::refused_addr();
+    let addr = refused.addr;
     for admin in [format!("http://{addr}"), addr.to_string()] {
         let out = ctl(&["--admin", &admin, "status"]).await;
         assert_eq!(out.code, 1, "{out:?}");
@@ -441,11 +439,12 @@ async fn an_unreachable_admin_api_exits_1_with_the_reason() {
         assert!(out.stderr.to_lowercase().contains("refused"), "{out:?}");
         assert!(out.stdout.is_empty(), "{out:?}");
     }
-    let out = ctl(&["--admin", "http://127.0.0.1:1", "rollback", "web"]).await;
+    let url = format!("http://{addr}");
+    let out = ctl(&["--admin", &url, "rollback", "web"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out
         .stderr
-        .contains("cannot reach the admin API at http://127.0.0.1:1"));
+        .contains(&format!("cannot reach the admin API at {url}")));
 }
 
 #[tokio::test]
@@ -459,12 +458,10 @@ async fn an_admin_api_that_never_answers_times_out() {
         }
     });
     let admin = addr.to_string();
-    let started = std::time::Instant::now();
     let out = ctl(&["--admin", &admin, "--timeout", "300ms", "status"]).await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains("cannot reach the admin API") && out.stderr.contains("300ms"),
         "{out:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
 }

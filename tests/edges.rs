@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, get, send, start_veer};
+use common::{client, get, raw_exchange, send, start_veer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -109,7 +109,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
 }
 
 fn one_pool(server: SocketAddr) -> String {
-    format!("[pools.app]\nservers = [\"{server}\"]\n\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n")
+    common::one_pool(&[server], "")
 }
 
 #[tokio::test]
@@ -204,4 +204,134 @@ async fn a_kept_connection_idle_past_upstream_idle_timeout_is_closed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_missing_or_repeated_host_is_400_and_never_forwarded() {
+    let up = common::Upstream::named("app").await;
+    let veer = start_veer(&one_pool(up.addr)).await;
+    let cases = [
+        "GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+        "GET http://a.example/ HTTP/1.1\r\nconnection: close\r\n\r\n",
+    ];
+    for request in cases {
+        let got = raw_exchange(veer.http_addr, request.as_bytes()).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{request:?} -> {got}");
+    }
+    assert_eq!(up.hits(), 0, "none of them reached the upstream");
+    // HTTP/1.0 may leave Host out; one Host is fine.
+    let ok = raw_exchange(veer.http_addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        ok.starts_with("HTTP/1.0 200") || ok.starts_with("HTTP/1.1 200"),
+        "{ok}"
+    );
+    let ok = raw_exchange(
+        veer.http_addr,
+        b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(up.hits(), 2);
+}
+
+/// One admin request with the given extra headers (and `Host` as the client would send it
+/// unless overridden); its status.
+async fn admin_status(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> u16 {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {admin}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    let got = raw_exchange(admin, req.as_bytes()).await;
+    got.get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {got:?}"))
+}
+
+fn with_admin(up: SocketAddr, admin: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n{}",
+        one_pool(up)
+    )
+}
+
+#[tokio::test]
+async fn a_tokenless_admin_listener_answers_only_its_own_host() {
+    let up = common::Upstream::named("app").await;
+    let veer = start_veer(&with_admin(up.addr, "")).await;
+    let admin = veer.admin_addr.unwrap();
+    let port = admin.port();
+    let own = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_string(),
+    ];
+    for host in &own {
+        let status = admin_status(admin, "GET", "/api/v1/routes", &[("host", host)], "").await;
+        assert_eq!(status, 200, "Host {host}");
+    }
+    let foreign = [
+        format!("rebound.example:{port}"),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "10.0.0.1".to_string(),
+    ];
+    for host in &foreign {
+        let status = admin_status(admin, "GET", "/api/v1/routes", &[("host", host)], "").await;
+        assert_eq!(status, 403, "Host {host}");
+        let status = admin_status(admin, "GET", "/metrics", &[("host", host)], "").await;
+        assert_eq!(status, 403, "Host {host} on /metrics");
+    }
+    // A rebound name cannot change anything either; probes answer any Host.
+    let split = r#"{"app": 1}"#;
+    let host = format!("rebound.example:{port}");
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let status = admin_status(admin, "PUT", "/api/v1/routes/web/split", &headers, split).await;
+    assert_eq!(status, 403);
+    assert_eq!(veer.control.version(), 1, "nothing was applied");
+    let status = admin_status(admin, "GET", "/healthz", &[("host", &host)], "").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_403_and_changes_nothing_even_with_the_token() {
+    let up = common::Upstream::named("app").await;
+    let veer = start_veer(&with_admin(up.addr, "token = \"s3cret\"")).await;
+    let admin = veer.admin_addr.unwrap();
+    let split = r#"{"app": 1}"#;
+    let path = "/api/v1/routes/web/split";
+    let auth = ("authorization", "Bearer s3cret");
+    let json = ("content-type", "application/json");
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let headers = [auth, json, ("origin", origin)];
+        let status = admin_status(admin, "PUT", path, &headers, split).await;
+        assert_eq!(status, 403, "Origin {origin}");
+    }
+    assert_eq!(veer.control.version(), 1, "nothing was applied");
+    // The listener's own origin (a page it serves) works, as does no Origin at all.
+    let own = format!("http://{admin}");
+    let headers = [auth, json, ("origin", own.as_str())];
+    assert_eq!(admin_status(admin, "PUT", path, &headers, split).await, 200);
+    assert_eq!(
+        admin_status(admin, "PUT", path, &[auth, json], split).await,
+        200
+    );
+    // With a token, the Host is not restricted: the token is what admits.
+    let headers = [auth, ("host", "admin.internal:9901")];
+    assert_eq!(
+        admin_status(admin, "GET", "/api/v1/routes", &headers, "").await,
+        200
+    );
 }

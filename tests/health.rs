@@ -413,7 +413,7 @@ async fn passive_ejection_after_consecutive_503s_and_the_percent_holds_the_last_
 #[tokio::test]
 async fn connect_failures_are_counted_by_kind_and_eject_the_server() {
     let a = Server::start("a").await;
-    let dead = common::refused_addr().await;
+    let dead = common::refused_addr();
     let veer = start_veer(&format!(
         "{ADMIN}[pools.app]\nservers = [\"{dead}\", \"{}\"]\nbalance = \"round_robin\"\n\
          [pools.app.outlier]\nconsecutive_failures = 2\n\

@@ -5,105 +5,42 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::Upstream;
+use common::{metric, output_within, veer_cmd, Api, TempDir, Upstream, VeerProcess, IO_TIMEOUT};
 use http_body_util::{BodyExt, Full};
 
-struct Veer {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Veer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("veer-live-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Starts `veer run` and waits for both listeners' addresses in its JSON log.
-fn spawn(config: &std::path::Path) -> Veer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                let msg = v["fields"]["message"].as_str().unwrap_or("").to_string();
-                if let Some(addr) = v["fields"]["addr"].as_str() {
-                    let _ = tx.send((msg, addr.to_string()));
-                }
-            }
-        }
-    });
-    let (mut http, mut admin) = (None, None);
-    while http.is_none() || admin.is_none() {
-        let (msg, addr) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("veer starts");
-        let addr: SocketAddr = addr.parse().unwrap();
-        if msg.starts_with("admin") {
-            admin = Some(addr);
-        } else {
-            http = Some(addr);
-        }
-    }
-    Veer {
-        child,
-        http: http.unwrap(),
-        admin: admin.unwrap(),
-    }
-}
-
 fn config_text(blue: &Upstream, green: &Upstream, split: &str, state: &std::path::Path) -> String {
-    format!(
-        "[listen]\nhttp = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"\n\
-         [log]\nformat = \"json\"\nlevel = \"info\"\n\
-         [pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
-         [[routes]]\nname = \"web\"\nsplit = {split}\n",
-        state.display(),
-        blue.addr,
-        green.addr
+    common::child_toml(
+        "level = \"info\"",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"\n\
+             [pools.blue]\nservers = [\"{}\"]\n[pools.green]\nservers = [\"{}\"]\n\
+             [[routes]]\nname = \"web\"\nsplit = {split}\n",
+            state.display(),
+            blue.addr,
+            green.addr
+        ),
     )
 }
 
-async fn put_split(admin: SocketAddr, body: &str) -> u16 {
-    let req = http::Request::put(format!("http://{admin}/api/v1/routes/web/split"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = common::client().request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    status
+/// The admin API of a veer child process.
+fn api(veer: &VeerProcess) -> Api {
+    Api::at(veer.admin().expect("the admin API listens"), None)
 }
 
-fn hup(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+async fn put_split(admin: &Api, body: &str) -> u16 {
+    let a = admin
+        .call(
+            "PUT",
+            "/api/v1/routes/web/split",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        )
+        .await;
+    a.status.as_u16()
 }
 
 #[tokio::test]
@@ -112,19 +49,18 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
         Upstream::named("blue").await,
         Upstream::named("green").await,
     );
-    let d = dir("load");
-    let path = d.join("veer.toml");
-    std::fs::write(
-        &path,
-        config_text(
+    let d = TempDir::new("load");
+    let path = d.write(
+        "veer.toml",
+        &config_text(
             &blue,
             &green,
             "{ blue = 90, green = 10 }",
             &d.join("state.json"),
         ),
-    )
-    .unwrap();
-    let veer = spawn(&path);
+    );
+    let veer = VeerProcess::start(&path).await;
+    let admin = api(&veer);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();
@@ -133,7 +69,7 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
             Arc::clone(&stop),
             Arc::clone(&ok),
             Arc::clone(&failed),
-            veer.http,
+            veer.http(),
         );
         clients.push(tokio::spawn(async move {
             let client = common::client();
@@ -145,14 +81,15 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
                 let req = http::Request::get(format!("http://{addr}/"))
                     .body(Full::new(Bytes::new()))
                     .unwrap();
-                match client.request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        let body = resp.into_body().collect().await;
-                        if body.is_ok() {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                let exchange = async {
+                    let resp = client.request(req).await.ok()?;
+                    let status = resp.status();
+                    resp.into_body().collect().await.ok()?;
+                    Some(status)
+                };
+                match tokio::time::timeout(IO_TIMEOUT, exchange).await {
+                    Ok(Some(status)) if status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +102,7 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
     for i in 0..200u32 {
         let canary = i % 101;
         let status = put_split(
-            veer.admin,
+            &admin,
             &format!("{{\"blue\": {}, \"green\": {canary}}}", 100 - canary),
         )
         .await;
@@ -178,11 +115,28 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
                 &d.join("state.json"),
             );
             std::fs::write(&path, text).unwrap();
-            hup(&veer.child);
+            veer.signal("-HUP");
             hups += 1;
         }
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load runs on until the reloads have been taken (signals sent close together may be
+    // delivered as one).
+    let sighup = |result: &'static str| {
+        let admin = &admin;
+        async move {
+            let metrics = admin.metrics().await;
+            let value = metric(
+                &metrics,
+                "veer_config_reloads_total",
+                &[("source", "sighup"), ("result", result)],
+            );
+            (value, metrics)
+        }
+    };
+    common::eventually(IO_TIMEOUT, "at least 10 SIGHUP reloads counted", || async {
+        sighup("ok").await.0.is_some_and(|n| n >= 10.0)
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
@@ -192,50 +146,23 @@ async fn split_changes_and_reloads_under_load_lose_no_request() {
     assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
     assert!(ok > 1000, "the load ran throughout: {ok} requests");
     assert!(blue.hits() > 0 && green.hits() > 0);
-    // The reloads happened (signals sent close together may be delivered as one) and none
-    // failed; the change path still takes a change afterwards.
-    let metrics = get_text(veer.admin, "/metrics").await;
-    let count = |result: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("veer_config_reloads_total")
-                    && l.contains("source=\"sighup\"")
-                    && l.contains(&format!("result=\"{result}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    assert!(count("ok") >= 10, "{metrics}");
-    assert_eq!(count("error"), 0, "{metrics}");
-    assert_eq!(
-        put_split(veer.admin, "{\"blue\": 0, \"green\": 1}").await,
-        200
-    );
-    assert_eq!(common::get(veer.http, "/", &[]).await.body, "green\n");
+    // None of the reloads failed: one broken file afterwards is counted as the first error.
+    std::fs::write(&path, "[pools.blue\nthis is not toml").unwrap();
+    veer.signal("-HUP");
+    common::eventually(IO_TIMEOUT, "the failed reload counted", || async {
+        sighup("error").await.0.is_some()
+    })
+    .await;
+    let (errors, metrics) = sighup("error").await;
+    assert_eq!(errors, Some(1.0), "only the broken file failed: {metrics}");
+    // The change path still takes a change afterwards.
+    assert_eq!(put_split(&admin, "{\"blue\": 0, \"green\": 1}").await, 200);
+    assert_eq!(common::get(veer.http(), "/", &[]).await.body, "green\n");
 }
 
-async fn get_text(admin: SocketAddr, path: &str) -> String {
-    let req = http::Request::get(format!("http://{admin}{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = common::client().request(req).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-async fn etag(admin: SocketAddr) -> u64 {
-    let req = http::Request::get(format!("http://{admin}/api/v1/routes"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = common::client().request(req).await.unwrap();
-    resp.headers()["etag"]
-        .to_str()
-        .unwrap()
-        .trim_matches('"')
-        .parse()
-        .unwrap()
+/// The running version, from the `ETag` of `GET /api/v1/routes`.
+async fn etag(admin: &Api) -> u64 {
+    admin.get("/api/v1/routes").await.etag()
 }
 
 #[tokio::test]
@@ -244,29 +171,27 @@ async fn an_acknowledged_change_survives_sigkill_and_an_edited_file_wins() {
         Upstream::named("blue").await,
         Upstream::named("green").await,
     );
-    let d = dir("kill");
-    let (path, state) = (d.join("veer.toml"), d.join("state.json"));
-    std::fs::write(
-        &path,
-        config_text(&blue, &green, "{ blue = 100, green = 0 }", &state),
-    )
-    .unwrap();
-    let mut veer = spawn(&path);
+    let d = TempDir::new("kill");
+    let state = d.join("state.json");
+    let path = d.write(
+        "veer.toml",
+        &config_text(&blue, &green, "{ blue = 100, green = 0 }", &state),
+    );
+    let mut veer = VeerProcess::start(&path).await;
     assert_eq!(
-        put_split(veer.admin, "{\"blue\": 0, \"green\": 100}").await,
+        put_split(&api(&veer), "{\"blue\": 0, \"green\": 100}").await,
         200
     );
-    let acknowledged = etag(veer.admin).await;
-    veer.child.kill().unwrap();
-    veer.child.wait().unwrap();
+    let acknowledged = etag(&api(&veer)).await;
+    veer.kill();
     drop(veer);
 
-    let veer = spawn(&path);
+    let veer = VeerProcess::start(&path).await;
     for _ in 0..10 {
-        assert_eq!(common::get(veer.http, "/", &[]).await.body, "green\n");
+        assert_eq!(common::get(veer.http(), "/", &[]).await.body, "green\n");
     }
     assert!(
-        etag(veer.admin).await > acknowledged,
+        etag(&api(&veer)).await > acknowledged,
         "a restart never reuses a version"
     );
     drop(veer);
@@ -275,9 +200,9 @@ async fn an_acknowledged_change_survives_sigkill_and_an_edited_file_wins() {
     let edited = config_text(&blue, &green, "{ blue = 100, green = 0 }", &state)
         .replace("name = \"web\"", "name = \"web\"\npath_prefix = \"/\"");
     std::fs::write(&path, edited).unwrap();
-    let veer = spawn(&path);
+    let veer = VeerProcess::start(&path).await;
     for _ in 0..10 {
-        assert_eq!(common::get(veer.http, "/", &[]).await.body, "blue\n");
+        assert_eq!(common::get(veer.http(), "/", &[]).await.body, "blue\n");
     }
 }
 
@@ -287,20 +212,19 @@ async fn a_truncated_state_file_stops_the_start_with_a_clear_error() {
         Upstream::named("blue").await,
         Upstream::named("green").await,
     );
-    let d = dir("truncated");
-    let (path, state) = (d.join("veer.toml"), d.join("state.json"));
-    std::fs::write(&path, config_text(&blue, &green, "{ blue = 1 }", &state)).unwrap();
+    let d = TempDir::new("truncated");
+    let state = d.join("state.json");
+    let path = d.write(
+        "veer.toml",
+        &config_text(&blue, &green, "{ blue = 1 }", &state),
+    );
     std::fs::write(
         &state,
         "{\n  \"version\": 4,\n  \"routes\": {\n    \"web\": {\n      \"base\": \"0",
     )
     .unwrap();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_veer"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap()
+        output_within(veer_cmd().args(["run", "--config"]).arg(&path), IO_TIMEOUT)
     })
     .await
     .unwrap();

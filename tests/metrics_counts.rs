@@ -3,34 +3,14 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{start_veer, Upstream};
-use http_body_util::{BodyExt, Full};
+use common::{metric_or_panic, start_veer, Api, Upstream};
 
-async fn call(method: &str, url: String, body: &'static str) -> (u16, String) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = common::client().request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn counter(metrics: &str, source: &str, result: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("veer_config_reloads_total")
-                && l.contains(&format!("source=\"{source}\""))
-                && l.contains(&format!("result=\"{result}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+fn counter(metrics: &str, source: &str, result: &str) -> f64 {
+    metric_or_panic(
+        metrics,
+        "veer_config_reloads_total",
+        &[("source", source), ("result", result)],
+    )
 }
 
 #[tokio::test]
@@ -45,15 +25,15 @@ async fn every_api_change_attempt_is_counted_with_its_result() {
         blue.addr, green.addr
     ))
     .await;
-    let admin = veer.admin_addr.unwrap();
-    let split = format!("http://{admin}/api/v1/routes/web/split");
-    assert_eq!(call("PUT", split.clone(), r#"{"green": 1}"#).await.0, 200);
-    assert_eq!(call("PUT", split.clone(), r#"{"blue": 1}"#).await.0, 200);
-    assert_eq!(call("PUT", split.clone(), r#"{"green": 0}"#).await.0, 422);
-    let (status, metrics) = call("GET", format!("http://{admin}/metrics"), "").await;
-    assert_eq!(status, 200);
-    assert_eq!(counter(&metrics, "api", "ok"), 2, "{metrics}");
-    assert_eq!(counter(&metrics, "api", "error"), 1, "{metrics}");
+    let api = Api::new(&veer, None);
+    let split = "/api/v1/routes/web/split";
+    let put = |body: serde_json::Value| api.put(split, body);
+    assert_eq!(put(serde_json::json!({"green": 1})).await.status, 200);
+    assert_eq!(put(serde_json::json!({"blue": 1})).await.status, 200);
+    assert_eq!(put(serde_json::json!({"green": 0})).await.status, 422);
+    let metrics = api.metrics().await;
+    assert_eq!(counter(&metrics, "api", "ok"), 2.0, "{metrics}");
+    assert_eq!(counter(&metrics, "api", "error"), 1.0, "{metrics}");
     assert!(metrics.contains("veer_config_version 3"), "{metrics}");
     assert!(
         metrics.contains("veer_route_weight_percent{route=\"web\",pool=\"blue\"} 100"),

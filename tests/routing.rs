@@ -7,14 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, get, send, start_veer, tally, Upstream};
-
-fn two_pools(blue: &Upstream, green: &Upstream, route: &str) -> String {
-    format!(
-        "[pools.blue]\nservers = [\"{}\"]\n\n[pools.green]\nservers = [\"{}\"]\n\n{route}",
-        blue.addr, green.addr
-    )
-}
+use common::{client, get, send, start_veer, tally, two_pools, Upstream};
 
 #[tokio::test]
 async fn split_90_10_over_4000_requests_lands_within_3_points() {
@@ -23,8 +16,8 @@ async fn split_90_10_over_4000_requests_lands_within_3_points() {
         Upstream::named("green").await,
     );
     let veer = start_veer(&two_pools(
-        &blue,
-        &green,
+        blue.addr,
+        green.addr,
         "[[routes]]\nname = \"web\"\nsplit = { blue = 90, green = 10 }\n",
     ))
     .await;
@@ -45,8 +38,8 @@ async fn the_same_hash_key_lands_in_the_same_pool_on_two_instances() {
         Upstream::named("green").await,
     );
     let cfg = two_pools(
-        &blue,
-        &green,
+        blue.addr,
+        green.addr,
         "[[routes]]\nname = \"web\"\nsplit = { blue = 50, green = 50 }\nhash_key = \"header:x-user\"\n",
     );
     let a = start_veer(&cfg).await;
@@ -71,8 +64,8 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
     );
     let make = |canary: u32| {
         two_pools(
-            &blue,
-            &green,
+        blue.addr,
+        green.addr,
             &format!(
                 "[[routes]]\nname = \"web\"\nsplit = {{ blue = {}, green = {canary} }}\nhash_key = \"cookie:uid\"\n",
                 100 - canary
@@ -93,8 +86,23 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
             canary
         }
     };
+    // The share of 400 users in the canary at each step: within four standard deviations of
+    // the weight (users are placed by a hash of their cookie, as if at random), so a wrong
+    // share falls outside while the right one never does.
+    let share = |step: u32, canary: &[String]| {
+        let n = users.len() as f64;
+        let p = f64::from(step) / 100.0;
+        let spread = 4.0 * (n * p * (1.0 - p)).sqrt();
+        let got = canary.len() as f64;
+        assert!(
+            (got - n * p).abs() <= spread,
+            "{step}%: {} of {} users in the canary",
+            canary.len(),
+            users.len()
+        );
+    };
     let at5 = placement(veer.http_addr).await;
-    assert!(!at5.is_empty() && at5.len() < 60, "5%: {}", at5.len());
+    share(5, &at5);
     let mut previous = at5;
     for step in [20, 50, 100] {
         let table = veer::config::from_toml(
@@ -108,7 +116,7 @@ async fn raising_the_canary_only_moves_users_into_it_and_zero_moves_them_all_bac
         for u in &previous {
             assert!(now.contains(u), "{u} left the canary at {step}%");
         }
-        assert!(now.len() >= previous.len());
+        share(step, &now);
         previous = now;
     }
     assert_eq!(previous.len(), users.len(), "100% is everyone");
@@ -129,8 +137,8 @@ async fn pins_by_header_cookie_and_source() {
         Upstream::named("green").await,
     );
     let veer = start_veer(&two_pools(
-        &blue,
-        &green,
+        blue.addr,
+        green.addr,
         r#"
 [[routes]]
 name = "pinned-source"
@@ -182,8 +190,8 @@ async fn routes_match_by_host_and_path_prefix_in_order() {
         Upstream::named("green").await,
     );
     let veer = start_veer(&two_pools(
-        &blue,
-        &green,
+        blue.addr,
+        green.addr,
         r#"
 [[routes]]
 name = "api"

@@ -1,63 +1,53 @@
 //! Client-side timers over real sockets: slow request heads, idle keep-alive connections
 //! (HTTP/1.1 and HTTP/2), connections over the limit, and a drain that a stuck client cannot
-//! hold up. Every wait is bounded well below the timers that must not fire.
+//! hold up. A timer that must not be the cause of what a test sees is set far above
+//! `IO_TIMEOUT`, the bound on every wait; the exact instants are tested on tokio's paused clock
+//! in `src/conn.rs`.
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{start_veer, Upstream};
+use common::requests::{connect, read_some, read_until_closed};
+use common::{closes_within, one_pool, raw_exchange, start_veer, Upstream, IO_TIMEOUT};
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 fn config(up: &Upstream, proxy: &str) -> String {
-    format!(
-        "[proxy]\n{proxy}\n[pools.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
-        up.addr
-    )
+    one_pool(&[up.addr], &format!("[proxy]\n{proxy}"))
 }
 
-/// Reads until the peer closes; `true` if it closed within `within`.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
-}
+/// A timer's value that no test here waits for.
+const NEVER: &str = "\"300s\"";
 
 #[tokio::test]
 async fn a_slow_request_head_is_cut_off_by_header_read_timeout() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+        &format!("header_read_timeout = \"300ms\"\nidle_timeout = {NEVER}"),
     ))
     .await;
-    // Slowloris: a byte every 100 ms never completes the head.
-    let mut slow = TcpStream::connect(veer.http_addr).await.unwrap();
-    let trickle = async {
-        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
-            if slow.write_all(&[*b]).await.is_err() {
+    // Slowloris: a byte every 100 ms, for longer than any wait here, never completing the head.
+    let (mut from_veer, mut to_veer) = connect(veer.http_addr).await.into_split();
+    let trickle = tokio::spawn(async move {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter();
+        for b in head.chain(std::iter::repeat(&b'a')).take(400) {
+            if to_veer.write_all(&[*b]).await.is_err() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    });
     assert!(
-        closed_within(&mut slow, Duration::from_secs(3)).await,
-        "cut off long before idle_timeout"
+        closes_within(&mut from_veer, IO_TIMEOUT).await,
+        "cut off while the head was still arriving"
     );
+    trickle.abort();
     // A silent new connection gets the same treatment.
-    let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    let mut silent = connect(veer.http_addr).await;
+    assert!(closes_within(&mut silent, IO_TIMEOUT).await);
 }
 
 #[tokio::test]
@@ -68,22 +58,21 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout_and_not_befo
         "header_read_timeout = \"200ms\"\nidle_timeout = \"1200ms\"",
     ))
     .await;
-    let mut idle = TcpStream::connect(veer.http_addr).await.unwrap();
+    let mut idle = connect(veer.http_addr).await;
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = [0u8; 512];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let first = read_some(&mut idle).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
     // Idle past header_read_timeout but within idle_timeout: still open and serving.
     tokio::time::sleep(Duration::from_millis(500)).await;
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let second = read_some(&mut idle).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second:?}");
     assert!(
-        closed_within(&mut idle, Duration::from_secs(5)).await,
+        closes_within(&mut idle, IO_TIMEOUT).await,
         "closed once idle"
     );
 }
@@ -93,10 +82,10 @@ async fn an_http2_connection_sending_pings_is_kept_until_idle_timeout() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "header_read_timeout = \"200ms\"\nidle_timeout = \"5s\"",
+        "header_read_timeout = \"200ms\"\nidle_timeout = \"2s\"",
     ))
     .await;
-    let stream = TcpStream::connect(veer.http_addr).await.unwrap();
+    let stream = connect(veer.http_addr).await;
     let (mut send, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
@@ -105,38 +94,52 @@ async fn an_http2_connection_sending_pings_is_kept_until_idle_timeout() {
             .handshake::<_, Empty<Bytes>>(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     for round in 0..3 {
         let req = http::Request::get(format!("http://{}/", veer.http_addr))
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = send
-            .send_request(req)
+        let exchange = async {
+            let resp = send.send_request(req).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        };
+        let (status, body) = common::within(IO_TIMEOUT, "an HTTP/2 exchange", exchange)
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        assert_eq!(resp.status(), 200);
-        let _ = resp.into_body().collect().await;
-        // PINGs flow meanwhile: they are not request heads.
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"app\n"[..]));
+        // PINGs flow meanwhile, for longer than header_read_timeout: they are not request heads.
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+    // With PINGs still flowing, the connection is closed once idle: they do not reset the idle
+    // timer.
+    let ended = common::within(IO_TIMEOUT, "the idle connection closed", conn).await;
+    assert!(
+        ended.is_ok(),
+        "the connection task ended cleanly: {ended:?}"
+    );
+    assert!(send.is_closed(), "the connection is closed");
 }
 
 #[tokio::test]
-async fn a_connection_over_the_limit_is_answered_or_closed_promptly() {
+async fn a_connection_over_the_limit_is_answered_503_and_closed() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "max_connections = 1\nheader_read_timeout = \"300ms\"\nidle_timeout = \"60s\"",
+        &format!("max_connections = 1\nheader_read_timeout = {NEVER}\nidle_timeout = {NEVER}"),
     ))
     .await;
-    let mut held = TcpStream::connect(veer.http_addr).await.unwrap();
+    let mut held = connect(veer.http_addr).await;
     held.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = [0u8; 256];
-    let _ = held.read(&mut buf).await.unwrap();
-    let mut silent = TcpStream::connect(veer.http_addr).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
+    let first = read_some(&mut held).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+    // A client over the limit that has sent its head is answered at once and closed: no timer
+    // here would close it within the wait.
+    let refused = raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
     drop(held);
 }
 
@@ -145,38 +148,38 @@ async fn a_stuck_client_does_not_hold_the_drain() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "header_read_timeout = \"300ms\"\nidle_timeout = \"60s\"\nshutdown_grace = \"60s\"",
+        &format!("header_read_timeout = {NEVER}\nidle_timeout = {NEVER}\nshutdown_grace = {NEVER}"),
     ))
     .await;
-    let mut stuck = TcpStream::connect(veer.http_addr).await.unwrap();
+    // A keep-alive client that sent its head, got its answer and then sits there.
+    let mut stuck = connect(veer.http_addr).await;
     stuck
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = read_some(&mut stuck).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     veer.shutdown();
-    let drained = tokio::time::timeout(Duration::from_secs(10), veer.wait()).await;
-    assert_eq!(
-        drained.ok(),
-        Some(true),
-        "drained long before shutdown_grace"
-    );
+    let drained = common::within(IO_TIMEOUT, "the drain", veer.wait()).await;
+    assert!(drained, "drained long before any timer or the grace");
+    assert!(closes_within(&mut stuck, IO_TIMEOUT).await);
 }
 
 #[tokio::test]
 async fn a_response_that_stops_moving_is_cut_off() {
-    // The upstream sends a head and half its body, then stalls forever.
+    // The upstream sends a head and half its body, then stalls for longer than any wait here.
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = upstream.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = upstream.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                let n = s.read(&mut buf).await.expect("the request");
+                assert!(n > 0, "the request");
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+                    .await
+                    .expect("the head and half the body sent");
+                tokio::time::sleep(Duration::from_secs(300)).await;
             });
         }
     });
@@ -185,57 +188,48 @@ async fn a_response_that_stops_moving_is_cut_off() {
          [pools.app]\nservers = [\"{up_addr}\"]\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
     ))
     .await;
-    let mut client = TcpStream::connect(veer.http_addr).await.unwrap();
+    let mut client = connect(veer.http_addr).await;
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    let got = read_until_closed(&mut client, IO_TIMEOUT)
+        .await
+        .expect("a stalled response does not hold the connection forever");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
     assert!(
-        closed_within(&mut client, Duration::from_secs(5)).await,
-        "a stalled response does not hold the connection forever"
+        got.ends_with("half"),
+        "cut off after the bytes that came: {got:?}"
     );
 }
 
 #[tokio::test]
 async fn a_websocket_counts_against_max_connections_while_open() {
     use futures_util::{SinkExt, StreamExt};
-    let ws_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = ws_server.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = ws_server.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if msg.is_text() && ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let echo = common::ws_echo().await;
     let veer = start_veer(&format!(
-        "[proxy]\nmax_connections = 1\n[pools.app]\nservers = [\"{ws_addr}\"]\n\
-         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n"
+        "[proxy]\nmax_connections = 1\n[pools.app]\nservers = [\"{}\"]\n\
+         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        echo.addr
     ))
     .await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", veer.http_addr))
-        .await
-        .unwrap();
+    let url = format!("ws://{}/", veer.http_addr);
+    let (mut ws, _) = common::within(
+        IO_TIMEOUT,
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
         .await
         .unwrap();
-    assert!(ws.next().await.unwrap().unwrap().is_text());
-    let mut other = TcpStream::connect(veer.http_addr).await.unwrap();
-    other
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = other.read(&mut buf).await.unwrap();
+    let back = common::within(IO_TIMEOUT, "the echo", ws.next()).await;
+    assert!(back.unwrap().unwrap().is_text());
+    let refused = raw_exchange(veer.http_addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(
-        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 503"),
-        "the open tunnel holds the only connection slot"
+        refused.starts_with("HTTP/1.1 503"),
+        "the open tunnel holds the only connection slot: {refused:?}"
     );
     ws.close(None).await.unwrap();
 }

@@ -1,17 +1,10 @@
-//! Invariant: any cookie value decodes to a bucket below 10000 or to nothing, never a panic;
-//! a decoded value encodes back to the same text.
+//! Invariant: any cookie value decodes to a bucket below 10000 or to nothing, never a
+//! panic; a decoded value encodes back to the same text.
+//! The check itself is `checks::sticky_decode`, which tests/fuzz_corpus.rs replays over the corpus.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use veer::route::sticky;
+#[allow(dead_code)]
+#[path = "../checks.rs"]
+mod checks;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(value) = std::str::from_utf8(data) else {
-        return;
-    };
-    let seed = veer::route::hash::route_seed("web");
-    if let Some((bucket, server)) = sticky::decode(seed, value) {
-        assert!(bucket < veer::route::BUCKETS);
-        assert_eq!(sticky::encode(seed, bucket, server).as_str(), value);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::sticky_decode(data));

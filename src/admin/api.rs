@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 
 use super::views::View;
 use super::wire::{
-    authorized, content_type, json_response, one_line, read_body, refuse, ApiError, FieldError,
-    IfMatch,
+    authorized, browser_allowed, content_type, json_response, one_line, read_body, refuse,
+    ApiError, FieldError, IfMatch,
 };
 use super::{probes, Admin};
 use crate::config::{self, RawConfig};
@@ -41,6 +41,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
+    let mut accept_errors = crate::telemetry::Throttled::new(Duration::from_secs(1));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -61,8 +62,11 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 });
             }
             Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
+                // Out of descriptors and the like: back off instead of spinning, and log
+                // at a bounded rate.
+                if let Some(unlogged) = accept_errors.hit(tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, unlogged, "admin accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -71,6 +75,14 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 
 /// Answers one request.
 pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody> {
+    let path = req.uri().path();
+    // Liveness and readiness answer any prober; everything else is closed to browsers.
+    if !matches!(path, "/healthz" | "/readyz") {
+        let token = admin.token.is_some();
+        if let Err(e) = browser_allowed(admin.addr, token, req.headers()) {
+            return refuse(e, req.into_body()).await;
+        }
+    }
     if let Some(resp) = probes::handle(admin, req.method(), req.uri().path()) {
         return resp;
     }
@@ -140,17 +152,16 @@ async fn change(
                 _ => expect,
             };
             let version = apply(admin, Change::Replace(Box::new(raw)), expect).await?;
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"version": version}),
-                Some(version),
-            ));
+            // Parts of the new config this version does not act on yet are named, not ignored.
+            let notes = admin.control.published().effective.notes();
+            let mut out = json!({"version": version});
+            if let (false, Value::Object(map)) = (notes.is_empty(), &mut out) {
+                map.insert("notes".into(), json!(notes));
+            }
+            return Ok(json_response(StatusCode::OK, &out, Some(version)));
         }
         Endpoint::Split(route) => {
-            let weights: IndexMap<String, u32> = parse_json(
-                &body,
-                "the body must be a JSON object of pool names to weights, like {\"blue\": 80, \"green\": 20}",
-            )?;
+            let weights = split_body(&body)?;
             let change = Change::Split {
                 route: route.clone(),
                 weights,
@@ -158,10 +169,7 @@ async fn change(
             (change, route)
         }
         Endpoint::Promote(route) => {
-            let PromoteBody { pool } = parse_json(
-                &body,
-                "the body must be a JSON object naming the pool, like {\"pool\": \"green\"}",
-            )?;
+            let pool = promote_body(&body)?;
             let change = Change::Promote {
                 route: route.clone(),
                 pool,
@@ -254,6 +262,23 @@ struct PromoteBody {
     pool: String,
 }
 
+/// The body of `PUT …/split`: pool names to weights.
+pub(super) fn split_body(body: &[u8]) -> Result<IndexMap<String, u32>, ApiError> {
+    parse_json(
+        body,
+        "the body must be a JSON object of pool names to weights, like {\"blue\": 80, \"green\": 20}",
+    )
+}
+
+/// The body of `POST …/promote`: the pool's name.
+pub(super) fn promote_body(body: &[u8]) -> Result<String, ApiError> {
+    let PromoteBody { pool } = parse_json(
+        body,
+        "the body must be a JSON object naming the pool, like {\"pool\": \"green\"}",
+    )?;
+    Ok(pool)
+}
+
 /// Parses a JSON body of the shape `T`; anything else is a `400`.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)
@@ -262,7 +287,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Resul
 
 /// The body of `PUT /api/v1/config`: TOML or JSON (bare, or `{"version", "config"}` as GET
 /// returns it). Returns the config and the version the body names, if any.
-fn parse_config(
+pub(super) fn parse_config(
     body: &[u8],
     content_type: Option<&str>,
 ) -> Result<(RawConfig, Option<u64>), ApiError> {
@@ -419,7 +444,7 @@ impl Endpoint {
 
 /// Decodes `%XX` escapes; `None` when the result is not UTF-8. A `%` not followed by two hex
 /// digits stays as it is.
-fn percent_decode(seg: &str) -> Option<String> {
+pub(super) fn percent_decode(seg: &str) -> Option<String> {
     let bytes = seg.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

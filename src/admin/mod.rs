@@ -4,10 +4,13 @@
 //! authorises and answers.
 
 pub mod api;
+#[doc(hidden)]
+pub mod parsers;
 mod probes;
 mod views;
 mod wire;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -19,6 +22,9 @@ use crate::control::Control;
 #[derive(Debug)]
 pub struct Admin {
     pub control: Arc<Control>,
+    /// The address the listener is bound to: a token-less listener answers only requests
+    /// whose `Host` names it.
+    pub addr: SocketAddr,
     /// `Authorization: Bearer <token>` is required when set.
     pub token: Option<String>,
     /// Turns true when the proxy starts draining: `/readyz` answers 503 from then on.

@@ -1,6 +1,7 @@
 //! The wire side of the admin API: bearer-token auth, `If-Match`, size-limited request
 //! bodies, and the error and JSON answers (SPEC.md's error body, `ETag`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -127,9 +128,65 @@ pub(super) fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
     bool::from(given.ct_eq(token.as_bytes()))
 }
 
+/// A browser must not be a way in. A request carrying an `Origin` that is not this listener's
+/// own (the scheme and the `Host` it was sent to) comes from another site's page: refused, so
+/// that a page open in an operator's browser cannot drive the API. Without a token, the `Host`
+/// must also name the listener (its address or `localhost`): a page whose name was rebound to
+/// 127.0.0.1 (DNS rebinding) is same-origin with itself and would otherwise get in.
+pub(super) fn browser_allowed(
+    listen: SocketAddr,
+    token: bool,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !token && !host.is_some_and(|h| names_listener(h, listen)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Host {:?} does not name this admin listener ({listen} or localhost); without a token only those are answered", host.unwrap_or("")),
+        ));
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let own = origin
+        .to_str()
+        .ok()
+        .and_then(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+        })
+        .zip(host)
+        .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
+    if own {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "cross-origin request from {:?} refused",
+                String::from_utf8_lossy(origin.as_bytes())
+            ),
+        ))
+    }
+}
+
+/// `host` (a `Host` header) names the listener: `localhost` or the listener's IP, with the
+/// listener's port or none.
+fn names_listener(host: &str, listen: SocketAddr) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    if authority.port_u16().is_some_and(|p| p != listen.port()) {
+        return false;
+    }
+    let name = authority.host();
+    let ip = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok_and(|ip| ip == listen.ip())
+}
+
 /// What `If-Match` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IfMatch {
+pub enum IfMatch {
     Absent,
     /// `*`: any version.
     Any,
@@ -288,6 +345,9 @@ impl ApiError {
                 out
             }
             ControlError::Invalid(errors) => Self::invalid_config(errors),
+            e @ ControlError::HandedOver => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             e @ ControlError::Persist { .. } => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, one_line(&e.to_string()))
             }

@@ -26,6 +26,10 @@ use crate::route::Table;
 
 use source::{Issue, Source};
 
+/// The duration and size parsers every config value goes through, for the fuzz targets.
+#[doc(hidden)]
+pub use parse::{duration as parse_duration, size as parse_size};
+
 /// A validated config: the routing table and the settings around it.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -192,6 +196,58 @@ fn build(raw: RawConfig, place: impl Fn(Issue) -> ConfigError) -> Result<Compile
 }
 
 impl Compiled {
+    /// Configured parts this version cannot serve, refused on every path (start, `veer check`,
+    /// SIGHUP, the API, a state file) rather than served as something else: plain text where
+    /// TLS was asked for.
+    pub fn admit(&self) -> Result<(), ConfigErrors> {
+        let mut refused = Vec::new();
+        let error = |path: String, message: &str| ConfigError {
+            location: None,
+            path,
+            message: message.to_string(),
+        };
+        if self.settings.listen.https.is_some() {
+            refused.push(error(
+                "listen.https".into(),
+                "TLS termination is not available in this version",
+            ));
+        }
+        for pool in &self.table.pools {
+            if pool.tls.is_some() {
+                refused.push(error(
+                    format!("pools.{}.tls", pool.name),
+                    "TLS to upstream servers is not available in this version",
+                ));
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(refused))
+        }
+    }
+
+    /// Configured parts this version accepts but does not act on yet, named on every path so
+    /// that nothing is silently ignored.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in &self.table.routes {
+            if route.mirror.is_some() {
+                out.push(format!(
+                    "routes.{}.mirror: shadow mirroring is not done by this version",
+                    route.name
+                ));
+            }
+            if route.rollout.is_some() {
+                out.push(format!(
+                    "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",
+                    route.name
+                ));
+            }
+        }
+        out
+    }
+
     /// One line for `veer check`: what is configured and where it listens.
     pub fn summary(&self) -> String {
         let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });

@@ -17,7 +17,7 @@ use crate::route::table::{HashKey, HostPattern, Target};
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `"250ms"`, `"2s"`, `"5m"`; at most a year.
-pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| {
         // humantime appends its whole unit list to an unknown unit; the example says enough.
         let why = e.to_string();
@@ -31,7 +31,7 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Bytes as an integer, or `"64KiB"`, `"10MiB"`.
-pub(crate) fn size(s: &RawSize) -> Result<u64, String> {
+pub fn size(s: &RawSize) -> Result<u64, String> {
     match s {
         RawSize::Bytes(n) => Ok(*n),
         RawSize::Text(t) => parse_size::parse_size(t.trim()).map_err(|e| {

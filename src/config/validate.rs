@@ -39,6 +39,13 @@ pub(crate) fn validate(raw: &RawConfig, env: Env<'_>) -> Vec<Issue> {
         c.result(root().key("log").key("level"), parse::log_filter(level));
     }
     c.pools();
+    if raw.routes.is_empty() {
+        // An empty or truncated file must never become a table that answers everything 404.
+        c.err(
+            root().key("routes"),
+            "no routes: every request would be answered 404; add at least one [[routes]] section",
+        );
+    }
     c.routes(&raw.routes);
     c.issues
 }
@@ -160,6 +167,13 @@ impl Checker<'_> {
                     path.key("token_env"),
                     format!("{var:?} is not an environment variable name"),
                 );
+            } else if resolve_token(admin, env).is_none() {
+                // A token asked for but not found must not become an open admin API.
+                self.err(
+                    path.key("token_env"),
+                    format!("the environment variable {var} is unset or empty: set it to the admin token"),
+                );
+                return;
             }
         }
         let listen = admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN);
@@ -167,11 +181,7 @@ impl Checker<'_> {
             return;
         };
         if !addr.ip().is_loopback() && resolve_token(admin, env).is_none() {
-            let why = match &admin.token_env {
-                Some(var) => format!(" (`token_env` names {var}, which is unset or empty)"),
-                None => String::new(),
-            };
-            self.err(path.key("listen"), format!("the admin listener {addr} is not on loopback and has no token{why}: set `token` or `token_env`, or listen on 127.0.0.1"));
+            self.err(path.key("listen"), format!("the admin listener {addr} is not on loopback and has no token: set `token` or `token_env`, or listen on 127.0.0.1"));
         }
     }
 

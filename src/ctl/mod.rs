@@ -14,8 +14,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-pub use client::AdminUrl;
-use client::{segment, Answer, Client, SendError};
+pub use client::{segment, AdminUrl};
+use client::{Answer, Client, SendError};
 
 /// Where `veer ctl` looks for the admin API without `--admin` or `$VEER_ADMIN`.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";

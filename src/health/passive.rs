@@ -90,7 +90,7 @@ fn eject(slot: &Arc<ServerSlot>, outlier: &Outlier) {
     if !pool.try_take_ejection(outlier.max_ejection_percent) {
         return;
     }
-    if !slot.mark_ejected(true) {
+    if !slot.set_ejected(true) {
         // Another attempt's report ejected it first.
         pool.release_ejection();
         return;
@@ -143,7 +143,7 @@ fn readmit(slot: &ServerSlot) {
     slot.passive
         .waiting_for_check
         .store(false, Ordering::Relaxed);
-    if slot.mark_ejected(false) {
+    if slot.set_ejected(false) {
         slot.passive.set_returned(Instant::now());
         slot.pool_state.release_ejection();
         slot.record_ejection_end();

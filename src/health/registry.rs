@@ -199,7 +199,7 @@ impl ServerSlot {
 
     /// Sets or clears the ejected flag; `true` when the flag itself changed, so that of two
     /// concurrent ejections of one server exactly one wins.
-    pub fn mark_ejected(&self, on: bool) -> bool {
+    pub fn set_ejected(&self, on: bool) -> bool {
         let was = self.flags.load(Ordering::Relaxed) & EJECTED != 0;
         if was == on {
             return false;
@@ -475,8 +475,8 @@ mod tests {
         let pool = Arc::clone(first.pool(0));
         assert_eq!((pool.available(), pool.members()), (2, 2));
         assert!(first.server(0, 0).set_draining(true));
-        assert!(first.server(0, 0).mark_ejected(true));
-        assert!(!first.server(0, 0).mark_ejected(true), "already ejected");
+        assert!(first.server(0, 0).set_ejected(true));
+        assert!(!first.server(0, 0).set_ejected(true), "already ejected");
         assert_eq!(pool.available(), 1);
         assert!(first.server(0, 1).set_unhealthy(true));
         assert_eq!(pool.available(), 0);
@@ -489,7 +489,7 @@ mod tests {
         assert_eq!((pool.available(), pool.members()), (2, 2));
         // The departed server's flags no longer move the count.
         first.server(0, 0).set_draining(false);
-        first.server(0, 0).mark_ejected(false);
+        first.server(0, 0).set_ejected(false);
         assert_eq!(pool.available(), 2);
         drop(first);
         assert_eq!(pool.available(), 2);

@@ -25,6 +25,8 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error("client request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
 }
 
 impl ProxyError {
@@ -36,7 +38,7 @@ impl ProxyError {
             }
             ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -48,6 +50,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => "bad gateway\n",
             ProxyError::Timeout(_) => "gateway timeout\n",
             ProxyError::ClientBody(_) => "bad request\n",
+            ProxyError::BadRequest(why) => why,
         }
     }
 

@@ -53,6 +53,7 @@ async fn handle(
     let access = state.access_log().then(|| Access::start(&req));
     let client_upgrade =
         headers::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let host_ok = check_host(&req);
     let (parts, body) = req.into_parts();
     let view = RequestView {
         host: request_host(&parts),
@@ -61,11 +62,12 @@ async fn handle(
         client_ip: ctx.peer.ip(),
         random: rand::random(),
     };
-    let decided = route::decide(&snap.table, &view, &snap.slots);
+    let decided = host_ok.map(|()| route::decide(&snap.table, &view, &snap.slots));
     let (resp, decision) = match decided {
-        Err(Refusal::NoRoute) => (ProxyError::NoRoute.to_response(), None),
-        Err(Refusal::NoHealthyPool { .. }) => (ProxyError::NoHealthyServer.to_response(), None),
-        Ok(decision) => {
+        Err(e) => (e.to_response(), None),
+        Ok(Err(Refusal::NoRoute)) => (ProxyError::NoRoute.to_response(), None),
+        Ok(Err(Refusal::NoHealthyPool { .. })) => (ProxyError::NoHealthyServer.to_response(), None),
+        Ok(Ok(decision)) => {
             let out = Outbound {
                 parts,
                 body,
@@ -156,6 +158,19 @@ impl Access {
             head_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
+    }
+}
+
+/// One `Host` at most, and one in every HTTP/1.1 request (RFC 9112 §3.2): a request that names
+/// two hosts could be routed on one and served for the other.
+fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header\n")),
+        (None, None) if req.version() == http::Version::HTTP_11 => Err(ProxyError::BadRequest(
+            "HTTP/1.1 request without a Host header\n",
+        )),
+        _ => Ok(()),
     }
 }
 

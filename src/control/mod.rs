@@ -3,7 +3,7 @@
 //! runtime state laid over the config file (splits, drains, rollout states) and its state file.
 //! Never touches a request: the hot path only ever sees the table this installs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Compiled, ConfigError, ConfigErrors, RawConfig, Settings};
 use crate::state::State;
+
+mod persist;
+
+use persist::{read_state_file, write_state_file, StateLock};
 
 /// Rollout events kept per route; older ones are dropped.
 const MAX_HISTORY: usize = 100;
@@ -92,6 +96,8 @@ pub enum ControlError {
     Invalid(ConfigErrors),
     #[error("cannot persist the change to {path}: {message}")]
     Persist { path: String, message: String },
+    #[error("this process has handed over to a new veer process, which takes the changes now")]
+    HandedOver,
 }
 
 impl ControlError {
@@ -121,12 +127,13 @@ pub enum StateFileError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the state file {path} is in use by another veer process; to replace that process without loss, use `veer run --upgrade`")]
+    Locked { path: String },
 }
 
 /// What is saved in `admin.state_file`: the runtime changes laid over the config file, each
 /// with a fingerprint of the file's definition it was made against.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Runtime {
     /// The table version last installed: versions stay monotonic across restarts.
     pub version: u64,
@@ -140,7 +147,6 @@ pub struct Runtime {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Replaced {
     /// Fingerprint of the config file this replaced; a changed file wins.
     pub file: String,
@@ -148,7 +154,6 @@ pub struct Replaced {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RouteRuntime {
     /// Fingerprint of the route's definition the change was made against.
     pub base: String,
@@ -159,7 +164,6 @@ pub struct RouteRuntime {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DrainRuntime {
     pub pool: String,
     pub addr: String,
@@ -191,6 +195,10 @@ struct Inner {
     file: RawConfig,
     runtime: Runtime,
     state_file: Option<PathBuf>,
+    /// Ownership of the state file, held while this process takes changes.
+    state_lock: Option<StateLock>,
+    /// Changes go to the process this one handed over to (`veer run --upgrade`).
+    handed_over: bool,
     /// The config in force: the file (or its API replacement) with the runtime laid over it.
     effective: Compiled,
 }
@@ -200,14 +208,25 @@ impl Control {
     /// `admin.state_file`, if any, and starts serving the result. A state file that cannot be
     /// read or parsed is an error, never silently dropped.
     pub fn start(compiled: Compiled) -> Result<Self, StateFileError> {
+        Self::start_with(compiled, None)
+    }
+
+    /// As `start`, for a process taking over from another (`veer run --upgrade`): without a
+    /// state file, the runtime state `inherited` from the old process is laid over the file;
+    /// with one, the state file (which the old process wrote last) is.
+    pub fn start_with(
+        compiled: Compiled,
+        inherited: Option<Runtime>,
+    ) -> Result<Self, StateFileError> {
         let state_file = compiled
             .settings
             .admin
             .as_ref()
             .and_then(|a| a.state_file.clone());
+        let state_lock = state_file.as_deref().map(StateLock::acquire).transpose()?;
         let runtime = match &state_file {
             Some(path) => read_state_file(path)?,
-            None => Runtime::default(),
+            None => inherited.unwrap_or_default(),
         };
         let file = compiled.raw.clone();
         let (mut runtime, effective) = match settle(&file, runtime) {
@@ -247,6 +266,8 @@ impl Control {
                 file,
                 runtime,
                 state_file,
+                state_lock,
+                handed_over: false,
                 effective,
             }),
             published,
@@ -287,6 +308,9 @@ impl Control {
     /// writes the state file; async callers run it on a blocking thread.
     pub fn apply(&self, change: Change, expect: Option<u64>) -> Result<u64, ControlError> {
         let inner = self.lock();
+        if inner.handed_over {
+            return Err(ControlError::HandedOver);
+        }
         let current = self.version();
         if let Some(expected) = expect.filter(|&e| e != current) {
             return Err(ControlError::Stale { expected, current });
@@ -301,6 +325,9 @@ impl Control {
     /// definition changed in the file are dropped (the file wins); the rest stay.
     pub fn reload(&self, file: RawConfig) -> Result<u64, ControlError> {
         let mut inner = self.lock();
+        if inner.handed_over {
+            return Err(ControlError::HandedOver);
+        }
         if file == inner.file {
             // The same file again: nothing to swap, and no new version to make `If-Match`
             // holders stale.
@@ -318,6 +345,27 @@ impl Control {
         }
     }
 
+    /// Hands the change path over to a new process: no change is taken from now on, the state
+    /// file (holding every change acknowledged so far) is released for the new process to lock,
+    /// and the runtime state is returned for it. A change in progress finishes first.
+    pub fn hand_over(&self) -> Runtime {
+        let mut inner = self.lock();
+        inner.handed_over = true;
+        inner.state_lock = None;
+        inner.runtime.clone()
+    }
+
+    /// The new process could not take over: this one owns the state file and takes changes
+    /// again.
+    pub fn take_back(&self) -> Result<(), StateFileError> {
+        let mut inner = self.lock();
+        if let Some(path) = &inner.state_file {
+            inner.state_lock = Some(StateLock::acquire(path)?);
+        }
+        inner.handed_over = false;
+        Ok(())
+    }
+
     fn commit(
         &self,
         mut inner: MutexGuard<'_, Inner>,
@@ -325,6 +373,7 @@ impl Control {
     ) -> Result<u64, ControlError> {
         let effective = effective_config(&inner.file, &runtime);
         let compiled = config::from_raw(effective).map_err(ControlError::Invalid)?;
+        compiled.admit().map_err(ControlError::Invalid)?;
         self.commit_compiled(&mut inner, runtime, compiled)
     }
 
@@ -424,6 +473,7 @@ fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled),
         kept
     });
     let compiled = config::from_raw(effective_config(file, &runtime))?;
+    compiled.admit()?;
     Ok((runtime, compiled))
 }
 
@@ -759,63 +809,6 @@ impl RolloutStatus {
         }
         self.state = state;
     }
-}
-
-fn read_state_file(path: &Path) -> Result<Runtime, StateFileError> {
-    let shown = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Runtime::default()),
-        Err(source) => {
-            return Err(StateFileError::Read {
-                path: shown,
-                source,
-            })
-        }
-    };
-    serde_json::from_str(&text).map_err(|e| StateFileError::Corrupt {
-        path: shown,
-        message: e.to_string(),
-    })
-}
-
-/// Writes the state file so that a crash leaves the old or the new one whole: a temporary
-/// file in the same directory (named for this process, so two processes never share one),
-/// readable by the owner only (it may hold a token), fsync, rename over the old, fsync of the
-/// directory. Once the rename is done the change is on disk, so a failing directory fsync is
-/// logged, not reported as a failure.
-fn write_state_file(path: &Path, runtime: &Runtime) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let json = serde_json::to_vec_pretty(runtime).map_err(std::io::Error::other)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "veer-state".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %dir.display(), error = %e, "state file written, but its directory could not be synced");
-    }
-    Ok(())
 }
 
 /// The settings of a newly read file that only a restart can apply.
@@ -1270,7 +1263,10 @@ split = { blue = 1 }
             "[admin]\nlisten = \"127.0.0.1:0\"\nstate_file = \"{}\"",
             dir.join("gone").join("state.json").display()
         );
+        std::fs::create_dir_all(dir.join("gone")).unwrap();
         let c = control(&admin);
+        // The directory goes away under the running process: the next write fails.
+        std::fs::remove_dir_all(dir.join("gone")).unwrap();
         let result = c.apply(
             Change::Promote {
                 route: "web".into(),
