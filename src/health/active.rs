@@ -91,8 +91,10 @@ async fn supervise(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => break,
         }
     }
+    // Shutting down: the checks end, but what they found stands for the requests still served
+    // during the drain.
     for (_, checker) in checkers.drain() {
-        stop(checker, false);
+        checker.task.abort();
     }
 }
 
@@ -316,5 +318,25 @@ mod tests {
         }
         assert!(first.active.checked());
         supervisor.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_checks_end_and_what_they_found_stands() {
+        let state = state(CHECKS);
+        let (stop, shutdown) = watch::channel(false);
+        let supervisor = spawn(Arc::clone(&state), shutdown);
+        let slot = Arc::clone(state.snapshot().slots.server(0, 0));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        // Nothing listens on 127.0.0.1:1: the checks fail.
+        while slot.healthy() {
+            assert!(tokio::time::Instant::now() < deadline, "checks take it out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), supervisor)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!slot.healthy(), "still out while the drain serves");
     }
 }
