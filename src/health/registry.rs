@@ -1,5 +1,5 @@
-//! The registry: one runtime slot per (pool name, server address) and one per pool name, with
-//! atomics only. A table swap reconciles it: servers and pools that remain keep their slot
+//! The registry: one runtime slot per (pool name, server address) and one per pool name, read
+//! and written with atomics on the request path. A table swap reconciles it: servers and pools that remain keep their slot
 //! (health, ejections, drain state, in-flight count, the pool's count of available servers);
 //! those that left are forgotten once no snapshot holds them. Knows nothing of sockets: idle
 //! connections are `upstream::pool`'s.
@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use crate::health::{active, passive};
-
 use crate::kept::Kept;
 use crate::metrics::ServerMetrics;
 use crate::route::table::{PoolId, ServerId, Table};
