@@ -189,6 +189,7 @@ async fn launch(
         ));
         tracing::info!(path = %path.display(), "upgrade socket listening");
     }
+    crate::health::active::spawn(Arc::clone(&state), shutdown.subscribe());
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),

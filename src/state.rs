@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use crate::health::registry::{Registry, Slots};
+use crate::lanes::{LaneRegistry, Lanes};
 use crate::route::Table;
 use crate::upstream::pool::{Conns, Pools};
 
@@ -19,6 +21,8 @@ pub struct Snapshot {
     pub slots: Slots,
     /// Idle keep-alive connections, index for index with the table's servers.
     pub conns: Conns,
+    /// Per (route, pool) state, entry for entry with each route's split.
+    pub lanes: Lanes,
 }
 
 #[derive(Debug)]
@@ -26,7 +30,10 @@ pub struct State {
     current: ArcSwap<Snapshot>,
     registry: Registry,
     pools: Pools,
+    lanes: LaneRegistry,
     access_log: AtomicBool,
+    /// The version of each installed table, for tasks that follow swaps (health checks).
+    installed: watch::Sender<u64>,
 }
 
 impl State {
@@ -35,18 +42,22 @@ impl State {
     pub fn new(mut table: Table) -> Self {
         let registry = Registry::default();
         let pools = Pools::default();
+        let lanes = LaneRegistry::default();
         table.version = table.version.max(1);
-        let slots = registry.reconcile(&table);
+        let slots = registry.reconcile(&table, None);
         let conns = pools.reconcile(&table);
         Self {
             current: ArcSwap::from_pointee(Snapshot {
-                table,
                 slots,
                 conns,
+                lanes: lanes.reconcile(&table),
+                table,
             }),
             registry,
             pools,
+            lanes,
             access_log: AtomicBool::new(false),
+            installed: watch::Sender::new(0),
         }
     }
 
@@ -58,16 +69,30 @@ impl State {
     /// Installs `table` as the next version, keeping what is known about servers that remain.
     /// Callers serialise changes (the change path); readers never see a mix.
     pub fn install(&self, mut table: Table) -> u64 {
-        let version = self.current.load().table.version + 1;
+        let previous = self.current.load_full();
+        let version = previous.table.version + 1;
         table.version = version;
-        let slots = self.registry.reconcile(&table);
+        let slots = self.registry.reconcile(&table, Some(&previous.slots));
         let conns = self.pools.reconcile(&table);
+        let lanes = self.lanes.reconcile(&table);
         self.current.store(Arc::new(Snapshot {
             table,
             slots,
             conns,
+            lanes,
         }));
+        self.installed.send_replace(version);
         version
+    }
+
+    /// Woken when some pool gains its first available server or loses its last.
+    pub fn availability_changed(&self) -> &tokio::sync::Notify {
+        self.registry.availability_changed()
+    }
+
+    /// Turns changed each time a table is installed.
+    pub fn installed(&self) -> watch::Receiver<u64> {
+        self.installed.subscribe()
     }
 
     /// One log line per request (`log.access`).

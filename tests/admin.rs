@@ -159,16 +159,20 @@ async fn get_config_routes_and_pools() {
     let a = api.get("/api/v1/pools").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.etag(), a.version());
+    let server = |addr: std::net::SocketAddr| {
+        json!({"addr": addr.to_string(), "weight": 1, "healthy": true, "draining": false,
+               "available": true, "in_flight": 0, "ejections": 0,
+               "ejection": {"count": 0, "ejected": false, "unhealthy": false, "reason": null,
+                            "until": null, "consecutive_failures": 0},
+               "checked": false})
+    };
+    let pool = |name: &str, addr| {
+        json!({"name": name, "balance": "round_robin", "available": 1, "ejected": 0,
+               "max_ejection_percent": 50, "servers": [server(addr)]})
+    };
     assert_eq!(
         a.json["pools"],
-        json!([
-            {"name": "blue", "balance": "round_robin", "servers": [
-                {"addr": blue.addr.to_string(), "weight": 1, "healthy": true, "draining": false,
-                 "available": true, "in_flight": 0, "ejections": 0}]},
-            {"name": "green", "balance": "round_robin", "servers": [
-                {"addr": green.addr.to_string(), "weight": 1, "healthy": true, "draining": false,
-                 "available": true, "in_flight": 0, "ejections": 0}]},
-        ])
+        json!([pool("blue", blue.addr), pool("green", green.addr)])
     );
 }
 

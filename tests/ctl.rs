@@ -142,8 +142,8 @@ async fn status_names_routes_pools_and_servers() {
     assert!(blue_row.starts_with("blue "), "{blue_row}");
     assert_eq!(
         blue_row.split_whitespace().collect::<Vec<_>>()[2..],
-        ["yes", "no", "0"],
-        "healthy, not draining, nothing in flight: {blue_row}"
+        ["yes", "no", "0", "-"],
+        "healthy, not draining, nothing in flight, never ejected: {blue_row}"
     );
 }
 

@@ -188,6 +188,7 @@ impl View {
                     .enumerate()
                     .filter_map(|(s, server)| {
                         let slot = slots.server(p, u16::try_from(s).ok()?);
+                        let ejection = slot.ejection();
                         Some(json!({
                             "addr": &*server.addr,
                             "weight": server.weight,
@@ -195,7 +196,18 @@ impl View {
                             "draining": slot.draining(),
                             "available": slot.available(),
                             "in_flight": slot.in_flight(),
-                            "ejections": 0,
+                            "ejections": ejection.count,
+                            "ejection": {
+                                "count": ejection.count,
+                                "ejected": slot.ejected(),
+                                "unhealthy": slot.unhealthy(),
+                                "reason": ejection.reason.map(|r| r.as_str()),
+                                "until": ejection.until.map(|t| {
+                                    humantime::format_rfc3339_millis(t).to_string()
+                                }),
+                                "consecutive_failures": slot.passive.consecutive_failures(),
+                            },
+                            "checked": slot.active.checked(),
                         }))
                     })
                     .collect();
@@ -203,9 +215,13 @@ impl View {
                     Balance::RoundRobin => "round_robin",
                     Balance::LeastRequest => "least_request",
                 };
+                let state = slots.pool(p);
                 Some(json!({
                     "name": &*pool.name,
                     "balance": balance,
+                    "available": state.available(),
+                    "ejected": state.ejected(),
+                    "max_ejection_percent": pool.outlier.max_ejection_percent,
                     "servers": servers,
                 }))
             })

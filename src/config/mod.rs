@@ -233,14 +233,6 @@ impl Compiled {
     /// that nothing is silently ignored.
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for pool in &self.table.pools {
-            if pool.health.is_some() {
-                out.push(format!(
-                    "pools.{}.health: active health checks are not run by this version",
-                    pool.name
-                ));
-            }
-        }
         for route in &self.table.routes {
             if route.mirror.is_some() {
                 out.push(format!(

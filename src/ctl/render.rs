@@ -88,6 +88,30 @@ pub struct ServerView {
     pub healthy: bool,
     pub draining: bool,
     pub in_flight: u64,
+    pub ejection: Option<EjectionView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EjectionView {
+    pub count: u64,
+    pub reason: Option<String>,
+    pub until: Option<String>,
+}
+
+/// `-`, or `2, last outlier, until 2026-…Z`.
+fn ejections(view: Option<&EjectionView>) -> String {
+    let Some(e) = view.filter(|e| e.count > 0) else {
+        return "-".to_string();
+    };
+    let mut text = e.count.to_string();
+    if let Some(reason) = &e.reason {
+        let _ = write!(text, ", last {reason}");
+    }
+    if let Some(until) = &e.until {
+        let _ = write!(text, ", until {until}");
+    }
+    text
 }
 
 /// `veer ctl status`: the routes table, then the pools table.
@@ -129,12 +153,14 @@ pub fn status(admin: &str, routes: &RoutesBody, pools: &PoolsBody) -> String {
         "HEALTHY".to_string(),
         "DRAINING".to_string(),
         "IN-FLIGHT".to_string(),
+        "EJECTIONS".to_string(),
     ]];
     for p in &pools.pools {
         if p.servers.is_empty() {
             rows.push(vec![
                 p.name.clone(),
                 "-".into(),
+                "".into(),
                 "".into(),
                 "".into(),
                 "".into(),
@@ -151,6 +177,7 @@ pub fn status(admin: &str, routes: &RoutesBody, pools: &PoolsBody) -> String {
                 yes_no(s.healthy),
                 yes_no(s.draining),
                 s.in_flight.to_string(),
+                ejections(s.ejection.as_ref()),
             ]);
         }
     }
@@ -359,7 +386,8 @@ mod tests {
                     {"addr": "10.0.0.1:80", "weight": 1, "healthy": true, "draining": false, "available": true, "in_flight": 3, "ejections": 0},
                     {"addr": "10.0.0.2:80", "weight": 1, "healthy": true, "draining": true, "available": false, "in_flight": 0, "ejections": 0}]},
                 {"name": "green", "servers": [
-                    {"addr": "10.0.0.3:80", "healthy": false, "draining": false, "in_flight": 0}]}
+                    {"addr": "10.0.0.3:80", "healthy": false, "draining": false, "in_flight": 0,
+                     "ejection": {"count": 2, "reason": "outlier", "until": "2026-01-02T03:04:05.000Z"}}]}
             ]
         }))
         .unwrap()
@@ -375,10 +403,10 @@ ROUTE  HOSTS            PATH  SPLIT                                             
 web    *                /     blue 80 (80%), green 20 (20%)                               progressing: step 2/4, green at 20%
 api    api.example.com  /v1   blue 2 (66.7%, serving 100%), green 1 (33.3%, unavailable)  -
 
-POOL   SERVER       HEALTHY  DRAINING  IN-FLIGHT
-blue   10.0.0.1:80  yes      no        3
-       10.0.0.2:80  yes      yes       0
-green  10.0.0.3:80  no       no        0
+POOL   SERVER       HEALTHY  DRAINING  IN-FLIGHT  EJECTIONS
+blue   10.0.0.1:80  yes      no        3          -
+       10.0.0.2:80  yes      yes       0          -
+green  10.0.0.3:80  no       no        0          2, last outlier, until 2026-01-02T03:04:05.000Z
 ";
         assert_eq!(text, expected, "\n{text}");
     }

@@ -2,4 +2,6 @@
 //! (health, ejection, drain) and in-flight counts. Active checks and passive ejection write here;
 //! the decision reads it through `route::HealthView`.
 
+pub mod active;
+pub mod passive;
 pub mod registry;

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use http::{request, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
 
 use crate::conn::ConnContext;
+use crate::outcome::{self, Ended, ErrorKind, Outcome};
 use crate::proxy::body::{Lease, RespBody};
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::{headers, upgrade};
@@ -40,10 +42,8 @@ pub async fn forward(
     let upgrading = out.client_upgrade.is_some();
     headers::prepare_request(&mut out.parts, ctx, upgrading);
     let req = Request::from_parts(out.parts, ReqBody::Incoming(out.body));
-    let exchange = send(snap, decision, req, upgrading);
-    let (resp, lease) = tokio::time::timeout(settings.request_timeout, exchange)
-        .await
-        .map_err(|_| ProxyError::Timeout(settings.request_timeout))??;
+    let deadline = Instant::now() + settings.request_timeout;
+    let (resp, lease) = send(snap, decision, req, upgrading, deadline).await?;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching && upgrading);
@@ -68,14 +68,19 @@ pub async fn forward(
 
 /// Connection, then the request; a connect failure moves on to the pool's next server, and a
 /// kept connection that the server closed without answering costs an idempotent request without
-/// a body nothing: it goes again on a new connection (the resend rule).
+/// a body nothing: it goes again on a new connection (the resend rule). Each attempt's outcome
+/// is reported once, when its response head arrives or it fails; a resend after a kept
+/// connection closed unanswered is not a server failure and reports nothing. Everything up to
+/// the response head must be done by `deadline` (`request_timeout`).
 async fn send(
     snap: &Snapshot,
     decision: &Decision,
     mut req: Request<ReqBody>,
     upgrading: bool,
+    deadline: Instant,
 ) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let settings = &snap.table.proxy;
+    let timed_out = || ProxyError::Timeout(settings.request_timeout);
     let pool = snap.table.pool(decision.pool);
     let mut server = decision.server;
     let mut attempt = 0;
@@ -85,10 +90,30 @@ async fn send(
         let conns = snap.conns.server(decision.pool, server);
         let target = &pool.servers[usize::from(server)].target;
         let flight = slot.begin();
-        let (mut sender, reused) = match obtain(conns, target, settings, fresh, upgrading).await {
-            Ok(found) => found,
-            Err(e) => {
+        let started = Instant::now();
+        let report = |ended: Ended, reused: bool| {
+            let attempt = Outcome {
+                route: decision.route,
+                pool: decision.pool,
+                server,
+                ended,
+                latency: started.elapsed(),
+                reused,
+            };
+            outcome::report(snap, &attempt);
+        };
+        let obtained =
+            tokio::time::timeout_at(deadline, obtain(conns, target, settings, fresh, upgrading))
+                .await;
+        let (mut sender, reused) = match obtained {
+            Err(_) => {
+                report(Ended::Failed(ErrorKind::Timeout), false);
+                return Err(timed_out());
+            }
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
                 tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
+                report(Ended::Failed(ErrorKind::Connect), false);
                 attempt += 1;
                 let next = (attempt <= settings.retries)
                     .then(|| {
@@ -111,8 +136,16 @@ async fn send(
             }
         };
         let again = (reused && resendable(&req)).then(|| head_copy(&req));
-        match sender.try_send_request(req).await {
+        let sent = match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                report(Ended::Failed(ErrorKind::Timeout), reused);
+                return Err(timed_out());
+            }
+        };
+        match sent {
             Ok(resp) => {
+                report(Ended::Answered(resp.status().as_u16()), reused);
                 let sender = (!upgrading).then(|| (sender, Arc::clone(conns)));
                 let lease = Lease {
                     sender,
@@ -137,7 +170,13 @@ async fn send(
                         req = copy;
                         fresh = true;
                     }
-                    _ => return Err(error::from_send(err)),
+                    _ => {
+                        let e = error::from_send(err);
+                        if matches!(e, ProxyError::UpstreamProtocol(_)) {
+                            report(Ended::Failed(ErrorKind::Protocol), reused);
+                        }
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -191,7 +230,7 @@ async fn obtain(
     upgrading: bool,
 ) -> Result<(Sender, bool), upstream::ConnectError> {
     if !fresh {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if let Some(sender) = conns.take(now, settings.upstream_idle_timeout) {
             return Ok((sender, true));
         }
