@@ -246,14 +246,22 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
     let veer = VeerProcess::start(&path).await;
     let addr = veer.http();
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
-    std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
-    // The file is looked at every 2 s.
-    common::eventually(
-        IO_TIMEOUT,
-        "the edited file was picked up without a signal",
-        || async move { common::get(addr, "/", &[]).await.body == "green\n" },
-    )
-    .await;
+    // The file is looked at every 2 s, against what it held when the watch began, which is
+    // some time after veer logs its address: each look finds the file edited again (a new
+    // comment), so that an edit made before the watch began is not the only one.
+    let edited = config("{ blue = 0, green = 1 }");
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    for edit in 0.. {
+        std::fs::write(&path, format!("{edited}# edit {edit}\n")).unwrap();
+        if common::get(addr, "/", &[]).await.body == "green\n" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edited file was not picked up within {IO_TIMEOUT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
 

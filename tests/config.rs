@@ -506,6 +506,21 @@ fn mirror_percent_and_size() {
 }
 
 #[test]
+fn a_size_with_more_digits_than_u64_is_an_error_not_a_panic() {
+    let text = route(
+        "split = { blue = 1 }\nmirror = { pool = \"green\", max_body = \"18446744073709551615.5\" }\n",
+    );
+    expect(
+        &text,
+        &[(
+            "routes[0].mirror.max_body",
+            "invalid size \"18446744073709551615.5\" (more digits than any size has)",
+            "\"18446744073709551615.5\"",
+        )],
+    );
+}
+
+#[test]
 fn rollout_steps() {
     let rollout = |steps: &str| {
         route(&format!(

@@ -1,7 +1,8 @@
 //! `route::decide` makes no heap allocation: 10,000 decisions for each of the benchmarked cases
-//! (sticky cookie, new user, pinned), with a minimal health view and with the health
-//! registry's own, counted by dhat's global allocator.
+//! (sticky cookie, new user, pinned), counted by dhat's global allocator, against the fixture's
+//! health view and against the production one (the registry's `Slots`).
 
+use veer::health::registry::Registry;
 use veer::route::{decide, Decision, HealthView, PoolId, Refusal, Table};
 
 #[path = "../benches/support/decision_fixture.rs"]
@@ -22,47 +23,54 @@ fn check(case: Case, d: Result<Decision, Refusal>, blue: PoolId, canary: PoolId)
     }
 }
 
-/// 10,000 decisions per case; how many the case expected.
-fn decide_all(
-    table: &Table,
-    requests: &[(Case, http::HeaderMap)],
-    health: &impl HealthView,
-    blue: PoolId,
-    canary: PoolId,
-) -> u32 {
+/// Decisions as expected, and heap blocks and bytes allocated, over 10,000 requests per case.
+fn one_round(table: &Table, health: &impl HealthView) -> (u32, u64, u64) {
+    let (blue, canary) = (fixture::pool(table, "blue"), fixture::pool(table, "canary"));
+    let requests: Vec<_> = CASES
+        .iter()
+        .map(|&case| (case, fixture::headers(table, case)))
+        .collect();
+    let before = dhat::HeapStats::get();
     let mut ok = 0u32;
-    for (case, headers) in requests {
+    for (case, headers) in &requests {
         for i in 0..10_000u64 {
             let view = fixture::view(headers, i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let d = decide(table, &view, health);
             ok += u32::from(check(*case, d, blue, canary));
         }
     }
-    ok
+    let after = dhat::HeapStats::get();
+    (
+        ok,
+        after.total_blocks - before.total_blocks,
+        after.total_bytes - before.total_bytes,
+    )
+}
+
+/// The fewest allocations over three rounds: dhat counts every thread's, and the test
+/// harness's own threads may allocate while a round runs; an allocation in `decide` shows in
+/// every round.
+fn fewest(table: &Table, health: &impl HealthView) -> (u32, u64, u64) {
+    (0..3)
+        .map(|_| one_round(table, health))
+        .min_by_key(|&(_, blocks, bytes)| (blocks, bytes))
+        .unwrap()
 }
 
 #[test]
 fn decide_does_not_allocate() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let table = fixture::table();
-    let health = fixture::AtomicHealth::new();
-    let state = veer::state::State::new(table.clone());
-    let snap = state.snapshot();
-    let (blue, canary) = (
-        fixture::pool(&table, "blue"),
-        fixture::pool(&table, "canary"),
-    );
-    let requests: Vec<_> = CASES
-        .iter()
-        .map(|&case| (case, fixture::headers(&table, case)))
-        .collect();
 
-    let before = dhat::HeapStats::get();
-    let ok = decide_all(&table, &requests, &health, blue, canary)
-        + decide_all(&snap.table, &requests, &snap.slots, blue, canary);
-    let after = dhat::HeapStats::get();
+    let (ok, blocks, bytes) = fewest(&table, &fixture::AtomicHealth::new());
+    dhat::assert_eq!(ok, 30_000);
+    dhat::assert_eq!(blocks, 0);
+    dhat::assert_eq!(bytes, 0);
 
-    dhat::assert_eq!(ok, 60_000);
-    dhat::assert_eq!(after.total_blocks - before.total_blocks, 0);
-    dhat::assert_eq!(after.total_bytes - before.total_bytes, 0);
+    let registry = Registry::default();
+    let slots = registry.reconcile(&table, None);
+    let (ok, blocks, bytes) = fewest(&table, &slots);
+    dhat::assert_eq!(ok, 30_000);
+    dhat::assert_eq!(blocks, 0);
+    dhat::assert_eq!(bytes, 0);
 }

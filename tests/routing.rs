@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
-
-use common::{client, get, send, start_veer, tally, two_pools, Upstream};
+use common::{client, get, send, start_veer, tally, two_pools, Upstream, IO_TIMEOUT};
 
 #[tokio::test]
 async fn split_90_10_over_4000_requests_lands_within_3_points() {
@@ -304,7 +300,8 @@ async fn round_robin_spreads_evenly_and_least_request_avoids_the_busy_server() {
         "{counts:?}"
     );
 
-    let busy = Upstream::slow("busy", Duration::from_secs(5)).await;
+    // The busy server holds every request it gets until the end of the test.
+    let (busy, _held) = Upstream::gated("busy").await;
     let idle = Upstream::named("idle").await;
     let veer = start_veer(&format!(
         "[pools.p]\nservers = [\"{}\", \"{}\"]\nbalance = \"least_request\"\n[[routes]]\nname = \"r\"\nsplit = {{ p = 1 }}\n",
@@ -312,22 +309,25 @@ async fn round_robin_spreads_evenly_and_least_request_avoids_the_busy_server() {
     ))
     .await;
     let addr = veer.http_addr;
-    let mut stuck = Vec::new();
-    // Send until one request is held by the busy server, then every later one avoids it.
-    for _ in 0..50 {
+    let mut stuck = None;
+    // One request at a time until one is held by the busy server (each goes to either).
+    for _ in 0..64 {
+        let request = tokio::spawn(async move { get(addr, "/", &[]).await });
+        common::eventually(IO_TIMEOUT, "answered by idle or held by busy", || async {
+            request.is_finished() || busy.hits() > 0
+        })
+        .await;
         if busy.hits() > 0 {
+            stuck = Some(request);
             break;
         }
-        stuck.push(tokio::spawn(async move { get(addr, "/", &[]).await }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(request.await.unwrap().body, "idle\n");
     }
-    assert_eq!(busy.hits(), 1);
+    let stuck = stuck.expect("a request reached the busy server");
+    // From then on every request avoids the server with one in flight.
     for _ in 0..20 {
         assert_eq!(get(addr, "/", &[]).await.body, "idle\n");
     }
-    assert_eq!(busy.hits.load(Ordering::SeqCst), 1);
-    for t in stuck {
-        t.abort();
-    }
-    let _ = Arc::clone(&busy.hits);
+    assert_eq!(busy.hits(), 1);
+    stuck.abort();
 }

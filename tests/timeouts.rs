@@ -55,7 +55,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout_and_not_befo
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "header_read_timeout = \"200ms\"\nidle_timeout = \"1200ms\"",
+        "header_read_timeout = \"200ms\"\nidle_timeout = \"3s\"",
     ))
     .await;
     let mut idle = connect(veer.http_addr).await;
@@ -82,7 +82,7 @@ async fn an_http2_connection_sending_pings_is_kept_until_idle_timeout() {
     let up = Upstream::named("app").await;
     let veer = start_veer(&config(
         &up,
-        "header_read_timeout = \"200ms\"\nidle_timeout = \"2s\"",
+        "header_read_timeout = \"200ms\"\nidle_timeout = \"3s\"",
     ))
     .await;
     let stream = connect(veer.http_addr).await;

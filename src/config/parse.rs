@@ -34,10 +34,35 @@ pub fn duration(s: &str) -> Result<Duration, String> {
 pub fn size(s: &RawSize) -> Result<u64, String> {
     match s {
         RawSize::Bytes(n) => Ok(*n),
-        RawSize::Text(t) => parse_size::parse_size(t.trim()).map_err(|e| {
-            format!("invalid size {t:?} ({e}); expected bytes or a number with a unit, like \"64KiB\" or \"10MiB\"")
-        }),
+        RawSize::Text(t) => size_text(t),
     }
+}
+
+fn size_text(t: &str) -> Result<u64, String> {
+    let text = t.trim();
+    let parsed = if significant_digits(text) > MAX_SIZE_DIGITS {
+        Err("more digits than any size has".to_string())
+    } else {
+        parse_size::parse_size(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|why| {
+        format!("invalid size {t:?} ({why}); expected bytes or a number with a unit, like \"64KiB\" or \"10MiB\"")
+    })
+}
+
+/// The most significant digits a size's number may have: `u64::MAX` has 20. parse-size
+/// rounds a number with more by adding 1 to a value that may already be `u64::MAX`, which
+/// overflows (a panic in a debug build, a wrong size in a release build).
+const MAX_SIZE_DIGITS: usize = 20;
+
+/// The digits of the number that `s` starts with, from its first non-zero one (separators
+/// `_`, ` ` and the decimal point are skipped; the exponent and the unit are not counted).
+fn significant_digits(s: &str) -> usize {
+    s.bytes()
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'_' | b' ' | b'.'))
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count()
 }
 
 /// A listener: an IP socket address.
@@ -303,6 +328,18 @@ mod tests {
         assert!(duration("2 parsecs").is_err() && duration("").is_err());
         assert_eq!(size(&RawSize::Text("64KiB".into())), Ok(65536));
         assert!(size(&RawSize::Text("lots".into())).is_err());
+        let max = u64::MAX.to_string();
+        assert_eq!(size(&RawSize::Text(max.clone())), Ok(u64::MAX));
+        assert_eq!(size(&RawSize::Text(format!("000{max}"))), Ok(u64::MAX));
+        // Past u64::MAX's digits, parse-size would round by adding 1 to u64::MAX.
+        for over in [
+            format!("{max}.5"),
+            format!("{max}5KiB"),
+            format!("0.{max}5"),
+        ] {
+            let e = size(&RawSize::Text(over.clone())).unwrap_err();
+            assert!(e.contains("more digits than any size has"), "{over}: {e}");
+        }
         assert_eq!(
             cidr("10.1.2.3/16").map(|n| n.to_string()),
             Ok("10.1.0.0/16".into())

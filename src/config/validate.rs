@@ -108,7 +108,7 @@ impl Checker<'_> {
         self.listener(listen.key("http"), http.unwrap_or(DEFAULT_HTTP), &mut bound);
         if let Some(https) = raw.listen.as_ref().and_then(|l| l.https.as_deref()) {
             self.listener(listen.key("https"), https, &mut bound);
-            if !raw.tls.as_ref().is_some_and(|t| !t.certificates.is_empty()) {
+            if raw.tls.as_ref().is_none_or(|t| t.certificates.is_empty()) {
                 self.err(listen.key("https"), "`https` needs certificates: add [tls] with certificates = [{ cert = \"cert.pem\", key = \"key.pem\" }]");
             }
         }

@@ -305,7 +305,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
             line.push_str(cell);
             if c + 1 < row.len() {
                 let pad = widths[c] - cell.chars().count() + 2;
-                line.extend(std::iter::repeat(' ').take(pad));
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(line.trim_end());

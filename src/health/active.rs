@@ -125,9 +125,9 @@ fn reconcile(snap: &Snapshot, checkers: &mut HashMap<Key, Checker>) {
     let stale: Vec<Key> = checkers
         .iter()
         .filter(|(key, c)| {
-            wanted.get(*key).map_or(true, |(slot, spec)| {
-                !Arc::ptr_eq(slot, &c.slot) || *spec != c.spec
-            })
+            wanted
+                .get(*key)
+                .is_none_or(|(slot, spec)| !Arc::ptr_eq(slot, &c.slot) || *spec != c.spec)
         })
         .map(|(key, _)| key.clone())
         .collect();

@@ -105,9 +105,8 @@ pub fn decide(
         .or_else(|| balance(pool_id, pool, req.random, health))
         .ok_or(refused)?;
     let set_cookie = route.sticky.is_some()
-        && incoming.map_or(true, |c| {
-            c.bucket != bucket || Some(c.server_id) != cookie_id(pool, server)
-        });
+        && incoming
+            .is_none_or(|c| c.bucket != bucket || Some(c.server_id) != cookie_id(pool, server));
     Ok(Decision {
         route: route_id,
         pool: pool_id,

@@ -1,7 +1,7 @@
 //! The decision's server choice (sticky cookie, round robin, least request), its cookie action,
-//! the mirror draw and connect-failure fallbacks, over hand-built tables and a fake health view.
+//! the mirror draw and connect-failure fallbacks, over tables compiled from TOML and a fake
+//! health view.
 
-use super::table::Balance;
 use super::testutil::*;
 use super::*;
 
@@ -9,18 +9,31 @@ const BLUE: PoolId = 0;
 const GREEN: PoolId = 1;
 const SHADOW: PoolId = 2;
 
-fn pools() -> Vec<table::Pool> {
-    vec![
-        pool("blue", 0, &[1, 1, 1], Balance::RoundRobin),
-        pool("green", 1, &[1, 1, 1], Balance::LeastRequest),
-        pool("shadow", 2, &[1], Balance::RoundRobin),
-    ]
+/// Pools blue (three servers, round robin), green (three, least request) and shadow (one), in
+/// that order, so that their ids are BLUE, GREEN and SHADOW.
+const POOLS: &str = r#"
+[pools.blue]
+servers = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+balance = "round_robin"
+[pools.green]
+servers = ["10.0.1.1:80", "10.0.1.2:80", "10.0.1.3:80"]
+balance = "least_request"
+[pools.shadow]
+servers = ["10.0.2.1:80"]
+"#;
+
+/// Route `web` with `split`, sticky on cookie `veer_web`.
+fn sticky_table(split: &str) -> Table {
+    web(POOLS, split, "sticky = { cookie = \"veer_web\" }")
 }
 
-fn sticky_table(entries: &[(PoolId, u32)]) -> Table {
-    let mut r = route("web", entries);
-    r.sticky = Some(sticky("veer_web"));
-    table(vec![r], pools())
+/// One pool `p` of `servers` (TOML array) with `balance`, all of route `web`.
+fn one_pool(servers: &str, balance: &str) -> Table {
+    web(
+        &format!("[pools.p]\nservers = {servers}\nbalance = \"{balance}\""),
+        "{ p = 1 }",
+        "",
+    )
 }
 
 fn with_cookie(t: &Table, bucket: u16, pool: PoolId, server: ServerId) -> Req {
@@ -33,7 +46,7 @@ fn with_cookie(t: &Table, bucket: u16, pool: PoolId, server: ServerId) -> Req {
 
 #[test]
 fn new_user_gets_a_cookie_that_keeps_them() {
-    let t = sticky_table(&[(BLUE, 1)]);
+    let t = sticky_table("{ blue = 1 }");
     let h = FakeHealth::new(&t);
     let first = decide(&t, &Req::new("h", "/").random(77).view(), &h).unwrap();
     assert!(first.set_cookie);
@@ -58,20 +71,20 @@ fn new_user_gets_a_cookie_that_keeps_them() {
 
 #[test]
 fn cookie_bucket_follows_the_ramp() {
-    let mut t = sticky_table(&[(BLUE, 95), (GREEN, 5)]);
+    let t = sticky_table("{ blue = 95, green = 5 }");
     let h = FakeHealth::new(&t);
     // Bucket 9000 is blue at 5% and green at 50%.
     let req = with_cookie(&t, 9000, BLUE, 2);
     let d = decide(&t, &req.view(), &h).unwrap();
     assert_eq!((d.pool, d.server, d.set_cookie), (BLUE, 2, false));
-    set_split(&mut t.routes[0], &[(BLUE, 50), (GREEN, 50)]);
+    let t = sticky_table("{ blue = 50, green = 50 }");
     let d = decide(&t, &req.view(), &h).unwrap();
     assert_eq!((d.pool, d.bucket, d.set_cookie), (GREEN, 9000, true));
 }
 
 #[test]
 fn malformed_or_forged_cookies_are_ignored() {
-    let t = sticky_table(&[(BLUE, 1)]);
+    let t = sticky_table("{ blue = 1 }");
     let h = FakeHealth::new(&t);
     let good = with_cookie(&t, 10, BLUE, 1);
     let good_value = good.headers["cookie"].to_str().unwrap().to_owned();
@@ -95,7 +108,7 @@ fn malformed_or_forged_cookies_are_ignored() {
 
 #[test]
 fn cookie_is_reissued_when_its_server_is_down() {
-    let t = sticky_table(&[(BLUE, 1)]);
+    let t = sticky_table("{ blue = 1 }");
     let h = FakeHealth::new(&t);
     h.down(BLUE, 1);
     let req = with_cookie(&t, 4321, BLUE, 1);
@@ -106,10 +119,16 @@ fn cookie_is_reissued_when_its_server_is_down() {
 
 #[test]
 fn cookie_is_reissued_when_its_server_left_the_pool() {
-    let mut t = sticky_table(&[(BLUE, 1)]);
+    let before = sticky_table("{ blue = 1 }");
+    let req = with_cookie(&before, 12, BLUE, 2);
+    // The same pool with other servers.
+    let replaced = POOLS.replace("10.0.0.", "10.0.7.");
+    let t = web(
+        &replaced,
+        "{ blue = 1 }",
+        "sticky = { cookie = \"veer_web\" }",
+    );
     let h = FakeHealth::new(&t);
-    let req = with_cookie(&t, 12, BLUE, 2);
-    t.pools[0] = pool("blue", 7, &[1, 1, 1], Balance::RoundRobin);
     let d = decide(&t, &req.view(), &h).unwrap();
     assert_eq!((d.bucket, d.set_cookie), (12, true));
     // A server of another pool is not "in the pool" either.
@@ -119,7 +138,7 @@ fn cookie_is_reissued_when_its_server_left_the_pool() {
 
 #[test]
 fn routes_without_sticky_never_set_cookies() {
-    let t = table(vec![route("web", &[(BLUE, 1)])], pools());
+    let t = web(POOLS, "{ blue = 1 }", "");
     let h = FakeHealth::new(&t);
     let d = decide(&t, &Req::new("h", "/").view(), &h).unwrap();
     assert!(!d.set_cookie);
@@ -130,9 +149,10 @@ fn routes_without_sticky_never_set_cookies() {
 
 #[test]
 fn round_robin_cycles_in_order_and_skips_unavailable() {
-    let mut blue = pool("blue", 0, &[2, 1], Balance::RoundRobin);
-    blue.rr_order = vec![0, 1, 0].into_boxed_slice();
-    let t = table(vec![route("web", &[(BLUE, 1)])], vec![blue]);
+    let t = one_pool(
+        r#"[{ addr = "10.0.0.1:80", weight = 2 }, "10.0.0.2:80"]"#,
+        "round_robin",
+    );
     let h = FakeHealth::new(&t);
     let pick = || decide(&t, &Req::new("h", "/").view(), &h).unwrap().server;
     let picks: Vec<ServerId> = (0..6).map(|_| pick()).collect();
@@ -144,13 +164,8 @@ fn round_robin_cycles_in_order_and_skips_unavailable() {
 }
 
 #[test]
-fn smooth_order_interleaves_weights() {
-    assert_eq!(&*smooth_order(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
-}
-
-#[test]
 fn least_request_prefers_fewer_in_flight() {
-    let t = sticky_table(&[(GREEN, 1)]);
+    let t = sticky_table("{ green = 1 }");
     let h = FakeHealth::new(&t);
     h.set_in_flight(GREEN, 0, 9).set_in_flight(GREEN, 1, 0);
     h.set_in_flight(GREEN, 2, 5);
@@ -166,7 +181,7 @@ fn least_request_prefers_fewer_in_flight() {
 
 #[test]
 fn least_request_skips_unavailable_choices() {
-    let t = sticky_table(&[(GREEN, 1)]);
+    let t = sticky_table("{ green = 1 }");
     let h = FakeHealth::new(&t);
     h.down(GREEN, 0).down(GREEN, 1);
     h.set_in_flight(GREEN, 2, 100);
@@ -178,8 +193,10 @@ fn least_request_skips_unavailable_choices() {
 
 #[test]
 fn least_request_draws_by_weight() {
-    let heavy = pool("green", 1, &[8, 1, 1], Balance::LeastRequest);
-    let t = table(vec![route("web", &[(0, 1)])], vec![heavy]);
+    let t = one_pool(
+        r#"[{ addr = "10.0.1.1:80", weight = 8 }, "10.0.1.2:80", "10.0.1.3:80"]"#,
+        "least_request",
+    );
     let h = FakeHealth::new(&t);
     let mut seen = [0u32; 3];
     for random in 0..4000 {
@@ -194,11 +211,8 @@ fn least_request_draws_by_weight() {
 
 #[test]
 fn single_server_pools_work_with_either_balance() {
-    for balance in [Balance::RoundRobin, Balance::LeastRequest] {
-        let t = table(
-            vec![route("web", &[(0, 1)])],
-            vec![pool("p", 0, &[1], balance)],
-        );
+    for balance in ["round_robin", "least_request"] {
+        let t = one_pool(r#"["10.0.0.1:80"]"#, balance);
         let h = FakeHealth::new(&t);
         for random in 0..20 {
             let d = decide(&t, &Req::new("h", "/").random(random).view(), &h).unwrap();
@@ -209,10 +223,10 @@ fn single_server_pools_work_with_either_balance() {
 
 #[test]
 fn empty_rr_order_still_balances() {
-    for balance in [Balance::RoundRobin, Balance::LeastRequest] {
-        let mut p = pool("p", 0, &[1, 1], balance);
-        p.rr_order = Box::new([]);
-        let t = table(vec![route("web", &[(0, 1)])], vec![p]);
+    // The compiler never lays out an empty order; a malformed table still gets a server.
+    for balance in ["round_robin", "least_request"] {
+        let mut t = one_pool(r#"["10.0.0.1:80", "10.0.0.2:80"]"#, balance);
+        t.pools[0].rr_order = Box::new([]);
         let h = FakeHealth::new(&t);
         h.down(0, 0);
         for random in 0..20 {
@@ -226,8 +240,10 @@ fn empty_rr_order_still_balances() {
 
 #[test]
 fn fallback_walks_forward_from_first_skipping_unavailable() {
-    let p = pool("p", 0, &[1, 1, 1, 1, 1], Balance::RoundRobin);
-    let t = table(vec![route("web", &[(0, 1)])], vec![p]);
+    let t = one_pool(
+        r#"["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80", "10.0.0.5:80"]"#,
+        "round_robin",
+    );
     let h = FakeHealth::new(&t);
     let order: Vec<_> = (1..=5).map(|a| fallback(&t, &h, 0, 3, a)).collect();
     assert_eq!(order, [Some(4), Some(0), Some(1), Some(2), None]);
@@ -241,10 +257,7 @@ fn fallback_walks_forward_from_first_skipping_unavailable() {
 
 #[test]
 fn fallback_of_a_single_server_pool_is_none() {
-    let t = table(
-        vec![route("web", &[(0, 1)])],
-        vec![pool("p", 0, &[1], Balance::RoundRobin)],
-    );
+    let t = one_pool(r#"["10.0.0.1:80"]"#, "round_robin");
     let h = FakeHealth::new(&t);
     assert_eq!(fallback(&t, &h, 0, 0, 1), None);
 }
@@ -254,9 +267,9 @@ fn fallback_of_a_single_server_pool_is_none() {
 #[test]
 fn mirror_percent_is_honoured() {
     let mirrored = |percent: u8| {
-        let mut r = route("web", &[(BLUE, 1)]);
-        r.mirror = Some(mirror(SHADOW, percent));
-        let t = table(vec![r], pools());
+        let mirror = format!("mirror = {{ pool = \"shadow\", percent = {percent} }}");
+        let t = web(POOLS, "{ blue = 1 }", &mirror);
+        assert_eq!(t.routes[0].mirror.as_ref().map(|m| m.pool), Some(SHADOW));
         let h = FakeHealth::new(&t);
         (0..10_000u64)
             .filter(|&random| {
@@ -273,7 +286,7 @@ fn mirror_percent_is_honoured() {
 
 #[test]
 fn no_mirror_without_config() {
-    let t = table(vec![route("web", &[(BLUE, 1)])], pools());
+    let t = web(POOLS, "{ blue = 1 }", "");
     let h = FakeHealth::new(&t);
     assert!(!decide(&t, &Req::new("h", "/").view(), &h).unwrap().mirror);
 }
@@ -282,9 +295,11 @@ fn no_mirror_without_config() {
 fn draws_are_independent() {
     // The mirror draw must not follow the bucket: at 50% mirroring, both halves of the line
     // see about half their requests mirrored.
-    let mut r = route("web", &[(BLUE, 1), (GREEN, 1)]);
-    r.mirror = Some(mirror(SHADOW, 50));
-    let t = table(vec![r], pools());
+    let t = web(
+        POOLS,
+        "{ blue = 1, green = 1 }",
+        "mirror = { pool = \"shadow\", percent = 50 }",
+    );
     let h = FakeHealth::new(&t);
     let mut grid = [[0u32; 2]; 2];
     for random in 0..20_000u64 {

@@ -1,6 +1,6 @@
-//! The decision's behaviour, step by step, over hand-built tables and a fake health view.
+//! The decision's behaviour, step by step, over tables compiled from TOML and a fake health
+//! view.
 
-use super::table::{Balance, HashKey, HostPattern};
 use super::testutil::*;
 use super::*;
 
@@ -8,20 +8,27 @@ const BLUE: PoolId = 0;
 const GREEN: PoolId = 1;
 const RED: PoolId = 2;
 
-fn pools() -> Vec<table::Pool> {
-    vec![
-        pool("blue", 0, &[1, 1], Balance::RoundRobin),
-        pool("green", 1, &[1, 1], Balance::LeastRequest),
-        pool("red", 2, &[1], Balance::RoundRobin),
-    ]
+/// Pools blue (two servers, round robin), green (two, least request) and red (one), in that
+/// order, so that their ids are BLUE, GREEN and RED.
+const POOLS: &str = r#"
+[pools.blue]
+servers = ["10.0.0.1:80", "10.0.0.2:80"]
+balance = "round_robin"
+[pools.green]
+servers = ["10.0.1.1:80", "10.0.1.2:80"]
+balance = "least_request"
+[pools.red]
+servers = ["10.0.2.1:80"]
+"#;
+
+/// Route `web`, blue 95 / green 5, with `extra` lines in its table.
+fn web_with(extra: &str) -> Table {
+    web(POOLS, "{ blue = 95, green = 5 }", extra)
 }
 
-fn one_route(route: table::Route) -> Table {
-    table(vec![route], pools())
-}
-
-fn web() -> table::Route {
-    route("web", &[(BLUE, 95), (GREEN, 5)])
+/// The split of route `web` at `split`.
+fn split_of(split: &str) -> Vec<table::SplitEntry> {
+    web(POOLS, split, "").routes[0].split.clone()
 }
 
 fn pools_of_all_buckets(split: &[table::SplitEntry], health: &FakeHealth) -> Vec<Option<PoolId>> {
@@ -38,14 +45,23 @@ fn count(picks: &[Option<PoolId>], pool: PoolId) -> usize {
 
 #[test]
 fn first_matching_route_wins_and_none_is_404() {
-    let mut api = route("api", &[(GREEN, 1)]);
-    api.hosts = vec![HostPattern::Exact("app.example.com".into())];
-    api.path_prefix = "/api".into();
-    let mut wild = route("wild", &[(RED, 1)]);
-    wild.hosts = vec![HostPattern::Suffix(".example.com".into())];
-    let mut exact = route("exact", &[(BLUE, 1)]);
-    exact.hosts = vec![HostPattern::Exact("app.example.com".into())];
-    let t = table(vec![api, wild, exact], pools());
+    let t = compile(&format!(
+        "{POOLS}
+[[routes]]
+name = \"api\"
+hosts = [\"app.example.com\"]
+path_prefix = \"/api\"
+split = {{ green = 1 }}
+[[routes]]
+name = \"wild\"
+hosts = [\"*.example.com\"]
+split = {{ red = 1 }}
+[[routes]]
+name = \"exact\"
+hosts = [\"app.example.com\"]
+split = {{ blue = 1 }}
+"
+    ));
     let h = FakeHealth::new(&t);
     let pick = |host: &str, path: &str| decide(&t, &Req::new(host, path).view(), &h);
     assert_eq!(pick("APP.example.com:8080", "/api/x").unwrap().route, 0);
@@ -57,9 +73,17 @@ fn first_matching_route_wins_and_none_is_404() {
 
 #[test]
 fn a_catch_all_route_takes_what_the_others_leave() {
-    let mut api = route("api", &[(GREEN, 1)]);
-    api.path_prefix = "/api/".into();
-    let t = table(vec![api, route("rest", &[(BLUE, 1)])], pools());
+    let t = compile(&format!(
+        "{POOLS}
+[[routes]]
+name = \"api\"
+path_prefix = \"/api/\"
+split = {{ green = 1 }}
+[[routes]]
+name = \"rest\"
+split = {{ blue = 1 }}
+"
+    ));
     let h = FakeHealth::new(&t);
     let d = decide(&t, &Req::new("x", "/api/v1").view(), &h).unwrap();
     assert_eq!((d.route, d.pool), (0, GREEN));
@@ -69,9 +93,7 @@ fn a_catch_all_route_takes_what_the_others_leave() {
 
 #[test]
 fn ipv6_literal_host() {
-    let mut r = web();
-    r.hosts = vec![HostPattern::Exact("::1".into())];
-    let t = one_route(r);
+    let t = web_with("hosts = [\"[::1]\"]");
     let h = FakeHealth::new(&t);
     assert!(decide(&t, &Req::new("[::1]:8080", "/").view(), &h).is_ok());
     let refused = decide(&t, &Req::new("[::2]:8080", "/").view(), &h);
@@ -81,14 +103,23 @@ fn ipv6_literal_host() {
 // Step 2: pins.
 
 fn pinned_web() -> Table {
-    let mut r = web();
-    r.pins = vec![
-        header_pin("x-canary", Some("true"), GREEN),
-        cookie_pin("beta", None, RED),
-        source_pin(&["10.1.0.0/16"], GREEN),
-        header_pin("x-any", None, RED),
-    ];
-    one_route(r)
+    web_with(
+        r#"
+[[routes.pin]]
+header = "x-canary"
+equals = "true"
+pool = "green"
+[[routes.pin]]
+cookie = "beta"
+pool = "red"
+[[routes.pin]]
+source = ["10.1.0.0/16"]
+pool = "green"
+[[routes.pin]]
+header = "x-any"
+pool = "red"
+"#,
+    )
 }
 
 #[test]
@@ -159,9 +190,7 @@ fn pin_to_an_unavailable_pool_falls_through_to_the_split() {
 
 #[test]
 fn cookie_pin_with_value() {
-    let mut r = web();
-    r.pins = vec![cookie_pin("beta", Some("on"), GREEN)];
-    let t = one_route(r);
+    let t = web_with("[[routes.pin]]\ncookie = \"beta\"\nequals = \"on\"\npool = \"green\"");
     let h = FakeHealth::new(&t);
     let pinned = |cookie: &str| {
         let req = Req::new("h", "/").header("cookie", cookie);
@@ -177,12 +206,12 @@ fn cookie_pin_with_value() {
 
 #[test]
 fn weighted_split_gives_exact_shares() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
     let picks = pools_of_all_buckets(&t.routes[0].split, &h);
     assert_eq!(count(&picks, BLUE), 9500);
     assert_eq!(count(&picks, GREEN), 500);
-    let thirds = split(&[(BLUE, 1), (GREEN, 1), (RED, 1)]).0;
+    let thirds = split_of("{ blue = 1, green = 1, red = 1 }");
     let picks = pools_of_all_buckets(&thirds, &h);
     let counts = [
         count(&picks, BLUE),
@@ -194,24 +223,25 @@ fn weighted_split_gives_exact_shares() {
 
 #[test]
 fn zero_weight_entries_get_nothing() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
-    let s = split(&[(RED, 0), (BLUE, 3), (RED, 0), (GREEN, 1), (RED, 0)]).0;
+    let s = split_of("{ red = 0, blue = 3, green = 1 }");
     let picks = pools_of_all_buckets(&s, &h);
     assert_eq!(count(&picks, BLUE), 7500);
     assert_eq!(count(&picks, GREEN), 2500);
     assert_eq!(count(&picks, RED), 0);
 }
 
-fn canary_buckets(stable_pools: &[(PoolId, u32)], percent: u32, health: &FakeHealth) -> Vec<u16> {
-    let mut entries = stable_pools.to_vec();
-    let stable_total: u32 = stable_pools.iter().map(|&(_, w)| w).sum();
-    let stable_weight = |w: u32| w * (100 - percent) / stable_total.max(1);
-    for e in &mut entries {
-        e.1 = stable_weight(e.1);
-    }
-    entries.push((GREEN, percent));
-    let s = split(&entries).0;
+/// The buckets that land on green when the split is `stable` (pool name, share of the stable
+/// percent) with green last at `percent`, as a rollout step would set it.
+fn canary_buckets(stable: &[(&str, u32)], percent: u32, health: &FakeHealth) -> Vec<u16> {
+    let stable_total: u32 = stable.iter().map(|&(_, w)| w).sum();
+    let mut entries: Vec<String> = stable
+        .iter()
+        .map(|&(pool, w)| format!("{pool} = {}", w * (100 - percent) / stable_total.max(1)))
+        .collect();
+    entries.push(format!("green = {percent}"));
+    let s = split_of(&format!("{{ {} }}", entries.join(", ")));
     (0..BUCKETS)
         .filter(|&b| choose_pool(&s, b, health) == Some(GREEN))
         .collect()
@@ -219,9 +249,9 @@ fn canary_buckets(stable_pools: &[(PoolId, u32)], percent: u32, health: &FakeHea
 
 #[test]
 fn ramp_only_moves_users_into_the_last_pool() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
-    let stable = [(BLUE, 100)];
+    let stable = [("blue", 100)];
     let steps: Vec<Vec<u16>> = [5, 20, 50, 100]
         .iter()
         .map(|&p| canary_buckets(&stable, p, &h))
@@ -236,10 +266,10 @@ fn ramp_only_moves_users_into_the_last_pool() {
 
 #[test]
 fn ramp_holds_when_a_stable_pool_is_down() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
     h.pool_down(RED);
-    let stable = [(BLUE, 50), (RED, 50)];
+    let stable = [("blue", 50), ("red", 50)];
     let steps: Vec<Vec<u16>> = [5, 20, 50, 100]
         .iter()
         .map(|&p| canary_buckets(&stable, p, &h))
@@ -252,9 +282,9 @@ fn ramp_holds_when_a_stable_pool_is_down() {
 
 #[test]
 fn unavailable_pool_share_is_redistributed() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
-    let s = split(&[(BLUE, 50), (RED, 30), (GREEN, 20)]).0;
+    let s = split_of("{ blue = 50, red = 30, green = 20 }");
     h.pool_down(RED);
     let picks = pools_of_all_buckets(&s, &h);
     assert_eq!(count(&picks, RED), 0);
@@ -267,7 +297,7 @@ fn unavailable_pool_share_is_redistributed() {
 
 #[test]
 fn no_available_pool_is_refused() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
     h.pool_down(BLUE).pool_down(GREEN);
     let d = decide(&t, &Req::new("h", "/").view(), &h);
@@ -279,7 +309,7 @@ fn no_available_pool_is_refused() {
 
 #[test]
 fn random_buckets_follow_the_weights() {
-    let t = one_route(web());
+    let t = web_with("");
     let h = FakeHealth::new(&t);
     let green = (0..20_000u64)
         .filter(|&r| {
@@ -294,9 +324,7 @@ fn random_buckets_follow_the_weights() {
 
 #[test]
 fn hash_key_bucket_is_deterministic_and_pinned() {
-    let mut r = web();
-    r.hash_key = Some(header_key("x-user"));
-    let t = one_route(r);
+    let t = web_with("hash_key = \"header:x-user\"");
     let h = FakeHealth::new(&t);
     let bucket = |random| {
         let req = Req::new("h", "/").header("x-user", "alice").random(random);
@@ -312,12 +340,19 @@ const KNOWN_WEB_ALICE: u16 = 7949;
 
 #[test]
 fn hash_key_from_cookie_and_client_ip() {
-    let mut r = web();
-    r.hash_key = Some(HashKey::Cookie("sid".into()));
-    let mut by_ip = route("by-ip", &[(BLUE, 1)]);
-    by_ip.path_prefix = "/ip".into();
-    by_ip.hash_key = Some(HashKey::ClientIp);
-    let t = table(vec![by_ip, r], pools());
+    let t = compile(&format!(
+        "{POOLS}
+[[routes]]
+name = \"by-ip\"
+path_prefix = \"/ip\"
+split = {{ blue = 1 }}
+hash_key = \"client_ip\"
+[[routes]]
+name = \"web\"
+split = {{ blue = 95, green = 5 }}
+hash_key = \"cookie:sid\"
+"
+    ));
     let h = FakeHealth::new(&t);
     let seed = hash::route_seed("web");
     let req = Req::new("h", "/")
@@ -337,9 +372,7 @@ fn hash_key_from_cookie_and_client_ip() {
 
 #[test]
 fn missing_or_empty_hash_key_falls_back_to_random() {
-    let mut r = web();
-    r.hash_key = Some(header_key("x-user"));
-    let t = one_route(r);
+    let t = web_with("hash_key = \"header:x-user\"");
     let h = FakeHealth::new(&t);
     let buckets: HashSet<u16> = (0..100)
         .map(|random| {
@@ -359,15 +392,16 @@ use std::collections::HashSet;
 
 #[test]
 fn odd_requests_never_panic() {
-    let mut r = web();
-    r.hosts = vec![
-        HostPattern::Exact("app.example.com".into()),
-        HostPattern::Suffix(".example.com".into()),
-    ];
-    r.sticky = Some(sticky("veer_web"));
-    r.hash_key = Some(HashKey::Cookie("sid".into()));
-    r.pins = vec![cookie_pin("beta", Some("1"), GREEN)];
-    let t = one_route(r);
+    let t = web_with(
+        r#"hosts = ["app.example.com", "*.example.com"]
+sticky = { cookie = "veer_web" }
+hash_key = "cookie:sid"
+[[routes.pin]]
+cookie = "beta"
+equals = "1"
+pool = "green"
+"#,
+    );
     let h = FakeHealth::new(&t);
     let hosts = [
         "",

@@ -1,161 +1,30 @@
-//! Test-only builders for hand-made tables and requests, and a fake `HealthView` whose down
-//! servers, in-flight counts and round-robin counter the test controls.
+//! For the decision's unit tests: tables compiled from TOML by `config::from_toml`, exactly as
+//! `veer run` loads them (no hand-made tables, no copy of the compiler's arithmetic); owned
+//! requests to borrow a `RequestView` from; and a fake `HealthView`, standing for what probes
+//! and passive outcomes would report, whose down servers, in-flight counts and round-robin
+//! counter the test controls.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::hash;
-use super::table::{
-    Balance, HashKey, Mirror, Outlier, Pin, PinMatch, Pool, ProxySettings, Route, Server,
-    SplitEntry, Sticky, Target,
-};
-use super::{HealthView, PoolId, RequestView, ServerId, Table, BUCKETS};
+use super::{HealthView, PoolId, RequestView, ServerId, Table};
 
-/// A pool of servers `10.0.<pool index>.<i + 1>:80` with these weights.
-pub fn pool(name: &str, index: u8, weights: &[u32], balance: Balance) -> Pool {
-    let servers: Vec<Server> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &weight)| {
-            let ip = Ipv4Addr::new(10, 0, index, i as u8 + 1);
-            let addr = SocketAddr::new(IpAddr::V4(ip), 80);
-            let text = addr.to_string();
-            Server {
-                cookie_id: hash::server_cookie_id(name, &text),
-                addr: text.into(),
-                target: Target::Addr(addr),
-                weight,
-            }
-        })
-        .collect();
-    Pool {
-        name: name.into(),
-        name_header: HeaderValue::from_str(name).unwrap(),
-        rr_order: smooth_order(weights),
-        servers,
-        balance,
-        health: None,
-        outlier: Outlier::default(),
-        tls: None,
+/// The table `veer run` would serve for this config (which need not name listeners).
+pub fn compile(toml: &str) -> Table {
+    match crate::config::from_toml(toml, "test.toml") {
+        Ok(compiled) => compiled.table,
+        Err(errors) => panic!("test config invalid:\n{errors}\n---\n{toml}"),
     }
 }
 
-/// Smooth weighted round robin (NGINX's), as config::compile lays it out.
-pub fn smooth_order(weights: &[u32]) -> Box<[ServerId]> {
-    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
-    let mut current = vec![0i64; weights.len()];
-    let mut order = Vec::new();
-    for _ in 0..total {
-        for (c, &w) in current.iter_mut().zip(weights) {
-            *c += i64::from(w);
-        }
-        let (best, _) = current
-            .iter()
-            .enumerate()
-            .max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i)))
-            .unwrap();
-        current[best] -= total;
-        order.push(best as ServerId);
-    }
-    order.into_boxed_slice()
-}
-
-/// The split with its `upper` bounds computed as config::compile does.
-pub fn split(entries: &[(PoolId, u32)]) -> (Vec<SplitEntry>, u32) {
-    let total: u32 = entries.iter().map(|&(_, w)| w).sum();
-    let mut cumulative = 0u64;
-    let split = entries
-        .iter()
-        .map(|&(pool, weight)| {
-            cumulative += u64::from(weight);
-            let upper = (cumulative * u64::from(BUCKETS) / u64::from(total)) as u16;
-            SplitEntry {
-                pool,
-                weight,
-                upper,
-            }
-        })
-        .collect();
-    (split, total)
-}
-
-/// A route for any host under `/` with this split and nothing else.
-pub fn route(name: &str, entries: &[(PoolId, u32)]) -> Route {
-    let (split, total_weight) = split(entries);
-    Route {
-        name: name.into(),
-        hosts: Vec::new(),
-        path_prefix: "/".into(),
-        split,
-        total_weight,
-        pins: Vec::new(),
-        hash_key: None,
-        seed: hash::route_seed(name),
-        sticky: None,
-        mirror: None,
-        rollout: None,
-    }
-}
-
-pub fn set_split(route: &mut Route, entries: &[(PoolId, u32)]) {
-    (route.split, route.total_weight) = split(entries);
-}
-
-pub fn sticky(cookie: &str) -> Sticky {
-    Sticky {
-        cookie: cookie.into(),
-        max_age: Duration::from_secs(3600),
-        attributes: "; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax".into(),
-    }
-}
-
-pub fn mirror(pool: PoolId, percent: u8) -> Mirror {
-    Mirror {
-        pool,
-        percent,
-        max_body: 1 << 20,
-    }
-}
-
-pub fn header_pin(name: &'static str, equals: Option<&str>, pool: PoolId) -> Pin {
-    let matcher = PinMatch::Header {
-        name: HeaderName::from_static(name),
-        equals: equals.map(|e| e.as_bytes().into()),
-    };
-    Pin { matcher, pool }
-}
-
-pub fn cookie_pin(name: &str, equals: Option<&str>, pool: PoolId) -> Pin {
-    let matcher = PinMatch::Cookie {
-        name: name.into(),
-        equals: equals.map(Into::into),
-    };
-    Pin { matcher, pool }
-}
-
-pub fn source_pin(nets: &[&str], pool: PoolId) -> Pin {
-    let nets = nets.iter().map(|n| n.parse().unwrap()).collect();
-    Pin {
-        matcher: PinMatch::Source(nets),
-        pool,
-    }
-}
-
-pub fn header_key(name: &'static str) -> HashKey {
-    HashKey::Header(HeaderName::from_static(name))
-}
-
-pub fn table(routes: Vec<Route>, pools: Vec<Pool>) -> Table {
-    Table {
-        version: 1,
-        routes,
-        pools,
-        proxy: ProxySettings::default(),
-    }
+/// `pools` then one route `web` with `split` (TOML for the value) and `extra` lines.
+pub fn web(pools: &str, split: &str, extra: &str) -> Table {
+    compile(&format!(
+        "{pools}\n[[routes]]\nname = \"web\"\nsplit = {split}\n{extra}\n"
+    ))
 }
 
 /// An owned request to borrow a `RequestView` from.

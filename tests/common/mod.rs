@@ -3,6 +3,14 @@
 //! (plain, raw bytes, the admin API), config builders, metric reading, temp dirs and signals.
 //! Everything stays on 127.0.0.1, every listener binds port 0, and every read and every wait
 //! for a child process has a deadline, so that a bug fails the test instead of hanging CI.
+//!
+//! What the helpers are for, so that a test fails exactly when its feature does not work:
+//! - wait for events, not time: `eventually` polls a condition with a deadline, a gated
+//!   upstream holds a request for as long as the test needs, and a timer that must not be
+//!   the cause of what a test sees is set far above `IO_TIMEOUT`;
+//! - a metric that should exist is read with `metric_or_panic` (never as 0 when missing);
+//! - a child's environment is given with `Command::env`, never by changing this process's;
+//! - an address that must refuse connections comes from `refused_addr`, which holds its port.
 #![allow(dead_code, unused_imports)]
 
 pub mod admin;
