@@ -118,6 +118,7 @@ pub fn mirror(pool: PoolId, percent: u8) -> Mirror {
         pool,
         percent,
         max_body: 1 << 20,
+        max_in_flight: 256,
     }
 }
 
