@@ -278,7 +278,7 @@ pub fn start(
     let (primary_body, copy_body, feed) = if body.is_end_stream() {
         (ReqBody::Incoming(body), ReqBody::Empty, None)
     } else {
-        let (tee, copy) = tee(body, mirror.max_body);
+        let (tee, copy) = tee(body, mirror.max_body, Arc::clone(lane));
         let state = Arc::clone(&copy.state);
         (ReqBody::Teed(tee), ReqBody::Copy(copy), Some(state))
     };
@@ -346,7 +346,8 @@ impl Copy {
             .as_ref()
             .is_some_and(|f| f.abandoned.load(Ordering::Acquire));
         let shadow = match answered {
-            _ if abandoned => return lane.count(Fate::Skipped),
+            // Counted as skipped when it was abandoned.
+            _ if abandoned => return,
             Ok(status) => status,
             Err(e) => {
                 tracing::debug!(route = %lane.route, error = %e, "shadow copy failed");
@@ -432,8 +433,11 @@ async fn exchange(
 }
 
 /// How a teed body ended, as the copy's side needs to know it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FeedState {
+    /// Counts the copy as skipped the moment it is abandoned (its task may wait on the shadow
+    /// until its timeout).
+    lane: Arc<MirrorLane>,
     /// The client's body ended cleanly and every chunk went to the copy.
     complete: AtomicBool,
     /// The copy was given up: over `max_body`, or it fell `FEED_CHUNKS` behind.
@@ -442,9 +446,13 @@ struct FeedState {
 
 /// Splits a client's body into the primary's (the same body, each chunk also handed on) and the
 /// copy's.
-fn tee(body: Incoming, max_body: u64) -> (Tee, CopyBody) {
+fn tee(body: Incoming, max_body: u64, lane: Arc<MirrorLane>) -> (Tee, CopyBody) {
     let (tx, rx) = mpsc::channel(FEED_CHUNKS);
-    let state = Arc::new(FeedState::default());
+    let state = Arc::new(FeedState {
+        lane,
+        complete: AtomicBool::new(false),
+        abandoned: AtomicBool::new(false),
+    });
     let hint = body.size_hint();
     let feed = Feed {
         tx,
@@ -498,6 +506,7 @@ impl Tee {
     fn abandon(&mut self) {
         if let Some(feed) = self.feed.take() {
             feed.state.abandoned.store(true, Ordering::Release);
+            feed.state.lane.count(Fate::Skipped);
         }
     }
 

@@ -10,6 +10,7 @@ use common::{
     Upstream, IO_TIMEOUT,
 };
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 /// A config with the admin API, pool `app` (the primary) and pool `shadow`, and route `route`
 /// mirroring to `shadow`; `mirror` is added to `[routes.mirror]`, `route_extra` to the route.
@@ -221,9 +222,21 @@ async fn bodies_over_max_body_are_not_mirrored() {
     let api = Api::new(&veer, None);
     let c = client();
 
-    // Over the limit by its length: known before any byte, so no copy even starts.
-    let got = request(&c, veer.http_addr, "POST", "/long", &[], patterned(4096)).await;
-    assert_eq!(got.body, "primary\n");
+    // Over the limit by its length: known from the head, so no copy even starts, not even
+    // while the body is still to come.
+    let mut s = common::requests::connect(veer.http_addr).await;
+    s.write_all(
+        b"POST /long HTTP/1.1\r\nhost: x\r\ncontent-length: 4096\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    eventually(IO_TIMEOUT, "the primary gets the head", || async {
+        app.hits() == 1
+    })
+    .await;
+    s.write_all(&patterned(4096)).await.unwrap();
+    let answer = common::requests::read_until_closed(&mut s, IO_TIMEOUT).await;
+    assert!(answer.is_some_and(|a| a.ends_with("primary\n")));
     let v = settled(&api, route, 1).await;
     assert_eq!((count(&v, "skipped"), shadow.hits()), (1, 0), "{v}");
     // Over the limit only as it streams: chunked, 8 chunks of 512 bytes.
@@ -259,6 +272,36 @@ async fn bodies_over_max_body_are_not_mirrored() {
     assert_eq!(copies[0].uri, "/short");
     let metrics = api.metrics().await;
     assert_eq!(requests_total(&metrics, route, "skipped"), 2.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_shadow_that_falls_behind_loses_its_copy_and_never_holds_the_primary_back() {
+    let (app, app_log) = Upstream::recording("primary", 200).await;
+    // A shadow that reads no body until the gate opens: its socket fills, then the feed.
+    let (shadow, gate) = Upstream::gated("shadow").await;
+    let route = "behind";
+    let veer = start_veer(&config(
+        route,
+        &quoted(app.addr),
+        &quoted(shadow.addr),
+        "max_body = \"1GiB\"",
+        "",
+    ))
+    .await;
+    let api = Api::new(&veer, None);
+    // More than the copy's socket buffers and feed hold, far less than max_body.
+    let body = patterned(64 << 20);
+    let got = request(&client(), veer.http_addr, "POST", "/big", &[], body.clone()).await;
+    assert_eq!(
+        got.body, "primary\n",
+        "the primary streams on while the copy is stuck"
+    );
+    assert_eq!(whole(&app_log)[0].body.len(), body.len());
+    let v = mirror_view(&api, route).await;
+    assert_eq!((count(&v, "skipped"), count(&v, "sent")), (1, 0), "{v}");
+    gate.open();
+    let v = settled(&api, route, 1).await;
+    assert_eq!((count(&v, "skipped"), count(&v, "sent")), (1, 0), "{v}");
 }
 
 #[tokio::test]
@@ -399,7 +442,6 @@ async fn a_client_gone_mid_body_aborts_the_copy() {
     .await;
     let api = Api::new(&veer, None);
     let mut s = common::requests::connect(veer.http_addr).await;
-    use tokio::io::AsyncWriteExt;
     // A chunked body that stops after its first chunk: a copy ended there would look whole.
     s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n")
         .await
