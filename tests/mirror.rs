@@ -9,6 +9,8 @@ use common::{
     client, eventually, metric_or_panic, raw_exchange, refused_addr, request, start_veer, Api, Log,
     Upstream, IO_TIMEOUT,
 };
+use std::time::Duration;
+
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -513,4 +515,75 @@ async fn the_mirror_pool_and_percent_change_through_the_api() {
     let mut config = api.get("/api/v1/config").await.json;
     config["config"]["routes"][0]["mirror"]["percent"] = 101.into();
     assert_eq!(api.put("/api/v1/config", config).await.status, 422);
+}
+
+#[tokio::test]
+async fn a_mismatch_sample_is_logged_with_both_statuses_and_latencies_at_a_bounded_rate() {
+    let app = Upstream::named("primary").await;
+    let (broken, _) = Upstream::recording("broken", 503).await;
+    let dir = common::TempDir::new("mirror-sample");
+    let path = dir.write(
+        "veer.toml",
+        &common::child_toml(
+            "",
+            &format!(
+                "[pools.app]\nservers = [\"{}\"]\n[pools.shadow]\nservers = [\"{}\"]\n\n\
+                 [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\nmirror = {{ pool = \"shadow\" }}\n",
+                app.addr, broken.addr
+            ),
+        ),
+    );
+    let mut veer = common::VeerProcess::start(&path).await;
+    let is_sample = |line: &str| {
+        serde_json::from_str::<Value>(line).is_ok_and(|v| v["target"] == "veer::mirror")
+    };
+    let c = client();
+    let got = request(&c, veer.http(), "DELETE", "/items/7?force=1", &[], "").await;
+    assert_eq!(got.body, "primary\n");
+    let line = veer
+        .log_line(IO_TIMEOUT, is_sample)
+        .await
+        .expect("a mismatch sample");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    let f = &v["fields"];
+    assert_eq!(f["route"], "web");
+    assert_eq!(f["method"], "DELETE");
+    assert_eq!(f["path"], "/items/7?force=1");
+    assert_eq!(
+        (f["primary_status"].as_u64(), f["shadow_status"].as_u64()),
+        (Some(200), Some(503))
+    );
+    assert!(
+        f["primary_ms"].as_f64().is_some() && f["shadow_ms"].as_f64().is_some(),
+        "{line}"
+    );
+    // Many more mismatches in a burst: at most one line a second, each saying how many it
+    // left out. Count the lines until the burst's last mismatch is accounted for.
+    let start = std::time::Instant::now();
+    for i in 0..50 {
+        request(&c, veer.http(), "GET", &format!("/{i}"), &[], "").await;
+    }
+    let burst = start.elapsed();
+    let mut lines = 0u64;
+    let mut unlogged = 0u64;
+    // Every later sample reports the mismatches left out before it; one more request after
+    // the throttle's second has passed flushes the count.
+    while lines + unlogged < 50 {
+        let next = veer.log_line(Duration::from_secs(3), is_sample).await;
+        match next {
+            Some(line) => {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                lines += 1;
+                unlogged += v["fields"]["unlogged"].as_u64().expect("unlogged");
+            }
+            None => {
+                request(&c, veer.http(), "GET", "/flush", &[], "").await;
+            }
+        }
+    }
+    assert!(
+        lines <= burst.as_secs() + 2,
+        "{lines} sample lines for a burst of {burst:?}"
+    );
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
