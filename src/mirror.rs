@@ -345,16 +345,25 @@ impl Copy {
             .feed
             .as_ref()
             .is_some_and(|f| f.abandoned.load(Ordering::Acquire));
-        let shadow = match answered {
-            // Counted as skipped when it was abandoned.
-            _ if abandoned => return,
-            Ok(status) => status,
+        let (fate, shadow) = match answered {
+            _ if abandoned => (Fate::Skipped, None),
+            Ok(status) => (Fate::Sent, Some(status)),
             Err(e) => {
                 tracing::debug!(route = %lane.route, error = %e, "shadow copy failed");
-                return lane.count(Fate::Failed);
+                (Fate::Failed, None)
             }
         };
-        lane.count(Fate::Sent);
+        // A copy is counted once: its tee may have counted it skipped already.
+        let counted = match &self.feed {
+            Some(feed) => feed.settle(fate),
+            None => {
+                lane.count(fate);
+                true
+            }
+        };
+        let Some(shadow) = shadow.filter(|_| counted) else {
+            return;
+        };
         // The primary's answer comes within its own request_timeout, or never (client gone).
         let Ok((primary, primary_latency)) = self.primary.await else {
             return;
@@ -435,13 +444,26 @@ async fn exchange(
 /// How a teed body ended, as the copy's side needs to know it.
 #[derive(Debug)]
 struct FeedState {
-    /// Counts the copy as skipped the moment it is abandoned (its task may wait on the shadow
-    /// until its timeout).
+    /// Counts the copy: as skipped the moment it is abandoned (its task may wait on the shadow
+    /// until its timeout), else when its task ends.
     lane: Arc<MirrorLane>,
     /// The client's body ended cleanly and every chunk went to the copy.
     complete: AtomicBool,
     /// The copy was given up: over `max_body`, or it fell `FEED_CHUNKS` behind.
     abandoned: AtomicBool,
+    /// The copy has been counted (by its tee when abandoned, else by its task).
+    counted: AtomicBool,
+}
+
+impl FeedState {
+    /// Counts the copy as `fate` unless it was counted already; `true` when this counted it.
+    fn settle(&self, fate: Fate) -> bool {
+        let first = !self.counted.swap(true, Ordering::AcqRel);
+        if first {
+            self.lane.count(fate);
+        }
+        first
+    }
 }
 
 /// Splits a client's body into the primary's (the same body, each chunk also handed on) and the
@@ -452,6 +474,7 @@ fn tee(body: Incoming, max_body: u64, lane: Arc<MirrorLane>) -> (Tee, CopyBody) 
         lane,
         complete: AtomicBool::new(false),
         abandoned: AtomicBool::new(false),
+        counted: AtomicBool::new(false),
     });
     let hint = body.size_hint();
     let feed = Feed {
@@ -506,7 +529,7 @@ impl Tee {
     fn abandon(&mut self) {
         if let Some(feed) = self.feed.take() {
             feed.state.abandoned.store(true, Ordering::Release);
-            feed.state.lane.count(Fate::Skipped);
+            feed.state.settle(Fate::Skipped);
         }
     }
 

@@ -587,3 +587,51 @@ async fn a_mismatch_sample_is_logged_with_both_statuses_and_latencies_at_a_bound
     );
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
+
+#[tokio::test]
+async fn a_copy_answered_before_its_body_ends_is_counted_once() {
+    let (app, app_log) = Upstream::recording("primary", 200).await;
+    // Answers at once, without reading the body.
+    let shadow = Upstream::named("shadow").await;
+    let route = "once";
+    let veer = start_veer(&config(
+        route,
+        &quoted(app.addr),
+        &quoted(shadow.addr),
+        "max_body = 1024",
+        "",
+    ))
+    .await;
+    let api = Api::new(&veer, None);
+    let mut s = common::requests::connect(veer.http_addr).await;
+    s.write_all(
+        b"POST /early HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let chunk = |n: usize| {
+        let mut c = format!("{n:x}\r\n").into_bytes();
+        c.extend(std::iter::repeat(b'e').take(n));
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    s.write_all(&chunk(1000)).await.unwrap();
+    eventually(IO_TIMEOUT, "the shadow answered the copy", || async {
+        count(&mirror_view(&api, route).await, "sent") == 1
+    })
+    .await;
+    // The rest takes the body past max_body after the copy was answered and counted.
+    for _ in 0..4 {
+        s.write_all(&chunk(512)).await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let answer = common::requests::read_until_closed(&mut s, IO_TIMEOUT).await;
+    assert!(answer.is_some_and(|a| a.ends_with("primary\n")));
+    assert_eq!(whole(&app_log)[0].body.len(), 1000 + 4 * 512);
+    let v = settled(&api, route, 1).await;
+    let total: u64 = ["sent", "skipped", "dropped", "failed"]
+        .iter()
+        .map(|f| count(&v, f))
+        .sum();
+    assert_eq!((count(&v, "sent"), total), (1, 1), "{v}");
+}
