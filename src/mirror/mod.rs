@@ -7,18 +7,15 @@
 //! outcome of the primary's servers: a shadow's failures touch no one's health, retries or
 //! answer. Copies in flight per route are capped by `max_in_flight`; over it a copy is dropped.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{request, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::conn::ConnContext;
@@ -28,7 +25,12 @@ use crate::route::table::{PoolId, RouteId, ServerId, Table};
 use crate::route::{self, Decision};
 use crate::state::Snapshot;
 use crate::telemetry::Throttled;
-use crate::upstream::{self, BodyError, ReqBody};
+use crate::upstream::{self, ReqBody};
+
+mod tee;
+
+use tee::{tee, FeedState};
+pub use tee::{CopyBody, Tee};
 
 /// Marks a copy, so that the shadow can tell it from real traffic.
 pub static X_VEER_SHADOW: HeaderName = HeaderName::from_static("x-veer-shadow");
@@ -439,175 +441,4 @@ async fn exchange(
         conns.give(sender, Instant::now());
     }
     Ok(status)
-}
-
-/// How a teed body ended, as the copy's side needs to know it.
-#[derive(Debug)]
-struct FeedState {
-    /// Counts the copy: as skipped the moment it is abandoned (its task may wait on the shadow
-    /// until its timeout), else when its task ends.
-    lane: Arc<MirrorLane>,
-    /// The client's body ended cleanly and every chunk went to the copy.
-    complete: AtomicBool,
-    /// The copy was given up: over `max_body`, or it fell `FEED_CHUNKS` behind.
-    abandoned: AtomicBool,
-    /// The copy has been counted (by its tee when abandoned, else by its task).
-    counted: AtomicBool,
-}
-
-impl FeedState {
-    /// Counts the copy as `fate` unless it was counted already; `true` when this counted it.
-    fn settle(&self, fate: Fate) -> bool {
-        let first = !self.counted.swap(true, Ordering::AcqRel);
-        if first {
-            self.lane.count(fate);
-        }
-        first
-    }
-}
-
-/// Splits a client's body into the primary's (the same body, each chunk also handed on) and the
-/// copy's.
-fn tee(body: Incoming, max_body: u64, lane: Arc<MirrorLane>) -> (Tee, CopyBody) {
-    let (tx, rx) = mpsc::channel(FEED_CHUNKS);
-    let state = Arc::new(FeedState {
-        lane,
-        complete: AtomicBool::new(false),
-        abandoned: AtomicBool::new(false),
-        counted: AtomicBool::new(false),
-    });
-    let hint = body.size_hint();
-    let feed = Feed {
-        tx,
-        fed: 0,
-        max: max_body,
-        state: Arc::clone(&state),
-    };
-    let tee = Tee {
-        body,
-        feed: Some(feed),
-    };
-    (tee, CopyBody { rx, state, hint })
-}
-
-/// The primary's request body when it is mirrored: the client's body, polled by the primary's
-/// connection as always, each chunk also offered to the copy (a `Bytes` clone, no copy of the
-/// bytes) without ever waiting for it.
-#[derive(Debug)]
-pub struct Tee {
-    body: Incoming,
-    /// `None` once the copy has all it gets.
-    feed: Option<Feed>,
-}
-
-#[derive(Debug)]
-struct Feed {
-    tx: mpsc::Sender<Bytes>,
-    fed: u64,
-    max: u64,
-    state: Arc<FeedState>,
-}
-
-impl Tee {
-    fn feed(&mut self, data: &Bytes) {
-        let Some(feed) = &mut self.feed else {
-            return;
-        };
-        feed.fed += data.len() as u64;
-        if feed.fed > feed.max {
-            return self.abandon();
-        }
-        match feed.tx.try_send(data.clone()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.abandon(),
-            // The copy ended already (it failed): nothing more to hand on.
-            Err(mpsc::error::TrySendError::Closed(_)) => self.feed = None,
-        }
-    }
-
-    /// Gives the copy up: its body ends in an error, so the shadow never sees it whole.
-    fn abandon(&mut self) {
-        if let Some(feed) = self.feed.take() {
-            feed.state.abandoned.store(true, Ordering::Release);
-            feed.state.settle(Fate::Skipped);
-        }
-    }
-
-    /// The client's body ended: so does the copy's.
-    fn finish(&mut self) {
-        if let Some(feed) = self.feed.take() {
-            feed.state.complete.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl Body for Tee {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &polled {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    this.feed(data);
-                }
-                if this.body.is_end_stream() {
-                    this.finish();
-                }
-            }
-            None => this.finish(),
-            // The client went away mid-body: the copy is cut off as the primary is.
-            Some(Err(_)) => this.feed = None,
-        }
-        Poll::Ready(polled)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A copy's request body: the chunks the primary's `Tee` handed on. Ends when the client's body
-/// ended; ends in an error when the tee stopped short (abandoned, client gone, primary dropped
-/// its body), so that a shortened copy is never sent as a whole request.
-#[derive(Debug)]
-pub struct CopyBody {
-    rx: mpsc::Receiver<Bytes>,
-    state: Arc<FeedState>,
-    hint: SizeHint,
-}
-
-/// The copy's body stopped short of the client's.
-#[derive(Debug, thiserror::Error)]
-#[error("the shadow copy's body was abandoned")]
-struct Abandoned;
-
-impl Body for CopyBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        Poll::Ready(match ready!(this.rx.poll_recv(cx)) {
-            Some(data) => Some(Ok(Frame::data(data))),
-            None if this.state.complete.load(Ordering::Acquire) => None,
-            None => Some(Err(Abandoned.into())),
-        })
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.hint
-    }
 }
