@@ -16,6 +16,7 @@ pub mod health;
 pub mod kept;
 pub mod lanes;
 pub mod metrics;
+pub mod mirror;
 pub mod outcome;
 pub mod proxy;
 pub mod reload;

@@ -9,6 +9,8 @@ pub const CONFIG_VERSION: &str = "veer_config_version";
 pub const CONFIG_RELOADS: &str = "veer_config_reloads_total";
 pub const ROUTE_WEIGHT: &str = "veer_route_weight_percent";
 pub const ROUTE_EFFECTIVE: &str = "veer_route_effective_percent";
+pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
+pub const MIRROR_MISMATCHES: &str = "veer_mirror_mismatches_total";
 
 /// The process's Prometheus handle, installing the recorder the first time.
 pub fn handle() -> &'static PrometheusHandle {

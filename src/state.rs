@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::health::registry::{Registry, Slots};
 use crate::lanes::{LaneRegistry, Lanes};
+use crate::mirror::{MirrorRegistry, Mirrors};
 use crate::route::Table;
 use crate::upstream::pool::{Conns, Pools};
 
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub conns: Conns,
     /// Per (route, pool) state, entry for entry with each route's split.
     pub lanes: Lanes,
+    /// Per route with `[routes.mirror]`: its copies in flight, counts and metric handles.
+    pub mirrors: Mirrors,
 }
 
 #[derive(Debug)]
@@ -31,6 +34,7 @@ pub struct State {
     registry: Registry,
     pools: Pools,
     lanes: LaneRegistry,
+    mirrors: MirrorRegistry,
     access_log: AtomicBool,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
@@ -43,6 +47,7 @@ impl State {
         let registry = Registry::default();
         let pools = Pools::default();
         let lanes = LaneRegistry::default();
+        let mirrors = MirrorRegistry::default();
         table.version = table.version.max(1);
         let slots = registry.reconcile(&table, None);
         let conns = pools.reconcile(&table);
@@ -51,11 +56,13 @@ impl State {
                 slots,
                 conns,
                 lanes: lanes.reconcile(&table),
+                mirrors: mirrors.reconcile(&table),
                 table,
             }),
             registry,
             pools,
             lanes,
+            mirrors,
             access_log: AtomicBool::new(false),
             installed: watch::Sender::new(0),
         }
@@ -75,11 +82,13 @@ impl State {
         let slots = self.registry.reconcile(&table, Some(&previous.slots));
         let conns = self.pools.reconcile(&table);
         let lanes = self.lanes.reconcile(&table);
+        let mirrors = self.mirrors.reconcile(&table);
         self.current.store(Arc::new(Snapshot {
             table,
             slots,
             conns,
             lanes,
+            mirrors,
         }));
         self.installed.send_replace(version);
         version

@@ -490,7 +490,7 @@ fn pin_rules() {
 #[test]
 fn mirror_percent_and_size() {
     let text = route(
-        "split = { blue = 1 }\nmirror = { pool = \"green\", percent = 150, max_body = \"lots\" }\n",
+        "split = { blue = 1 }\nmirror = { pool = \"green\", percent = 150, max_body = \"lots\", max_in_flight = 0 }\n",
     );
     expect(
         &text,
@@ -500,6 +500,11 @@ fn mirror_percent_and_size() {
                 "routes[0].mirror.max_body",
                 "invalid size \"lots\"",
                 "\"lots\"",
+            ),
+            (
+                "routes[0].mirror.max_in_flight",
+                "must be at least 1 (to stop mirroring, set percent = 0)",
+                "0 }",
             ),
         ],
     );
@@ -1005,7 +1010,10 @@ fn defaults_are_applied() {
         "; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
     );
     let mirror = r.mirror.as_ref().unwrap();
-    assert_eq!((mirror.percent, mirror.max_body), (100, 1 << 20));
+    assert_eq!(
+        (mirror.percent, mirror.max_body, mirror.max_in_flight),
+        (100, 1 << 20, 256)
+    );
     let plan = r.rollout.as_ref().unwrap();
     assert_eq!(
         (plan.stable, plan.canary, plan.steps.as_slice()),

@@ -58,7 +58,8 @@ impl View {
                 .table
                 .routes
                 .iter()
-                .map(|r| self.route_view(r))
+                .enumerate()
+                .map(|(i, r)| self.route_view(i, r))
                 .collect(),
         )
     }
@@ -68,11 +69,12 @@ impl View {
             .table
             .routes
             .iter()
-            .find(|r| &*r.name == name)
-            .map(|r| self.route_view(r))
+            .enumerate()
+            .find(|(_, r)| &*r.name == name)
+            .map(|(i, r)| self.route_view(i, r))
     }
 
-    fn route_view(&self, route: &Route) -> Value {
+    fn route_view(&self, index: usize, route: &Route) -> Value {
         let table = &self.snap.table;
         let slots = &self.snap.slots;
         let raw = self.raw.routes.iter().find(|r| *r.name == *route.name);
@@ -129,7 +131,31 @@ impl View {
             "pins": pins,
             "hash_key": hash_key,
             "sticky": sticky,
+            "mirror": self.mirror_view(index, route),
             "rollout": raw.map_or(Value::Null, |r| self.rollout_view(r)),
+        })
+    }
+
+    /// The mirror's settings and what became of its copies; `null` for a route without one.
+    fn mirror_view(&self, index: usize, route: &Route) -> Value {
+        let Some(mirror) = &route.mirror else {
+            return Value::Null;
+        };
+        let lane = u16::try_from(index)
+            .ok()
+            .and_then(|i| self.snap.mirrors.get(i));
+        let counts = lane.map(|l| l.counts());
+        json!({
+            "pool": &*self.snap.table.pool(mirror.pool).name,
+            "percent": mirror.percent,
+            "max_body": mirror.max_body,
+            "max_in_flight": mirror.max_in_flight,
+            "in_flight": counts.map_or(0, |c| c.in_flight),
+            "sent": counts.map_or(0, |c| c.sent),
+            "skipped": counts.map_or(0, |c| c.skipped),
+            "dropped": counts.map_or(0, |c| c.dropped),
+            "failed": counts.map_or(0, |c| c.failed),
+            "mismatches": counts.map_or(0, |c| c.mismatches),
         })
     }
 

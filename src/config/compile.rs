@@ -432,6 +432,9 @@ fn pin(path: FieldPath, p: &RawPin, pools: &Pools) -> Res<Pin> {
     })
 }
 
+/// Copies in flight per mirrored route when `max_in_flight` is not set.
+const DEFAULT_MIRROR_IN_FLIGHT: u32 = 256;
+
 fn mirror(path: FieldPath, m: &RawMirror, pools: &Pools) -> Res<Mirror> {
     let percent = u8::try_from(m.percent.unwrap_or(100))
         .ok()
@@ -441,10 +444,12 @@ fn mirror(path: FieldPath, m: &RawMirror, pools: &Pools) -> Res<Mirror> {
         Some(size) => parse::size(size).map_err(|e| issue(path.key("max_body"), e))?,
         None => 1 << 20,
     };
+    let max_in_flight = m.max_in_flight.unwrap_or(DEFAULT_MIRROR_IN_FLIGHT).max(1);
     Ok(Mirror {
         pool: pool_id(pools, &m.pool, path.key("pool"))?,
         percent,
         max_body,
+        max_in_flight,
     })
 }
 

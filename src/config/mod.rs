@@ -234,12 +234,6 @@ impl Compiled {
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
         for route in &self.table.routes {
-            if route.mirror.is_some() {
-                out.push(format!(
-                    "routes.{}.mirror: shadow mirroring is not done by this version",
-                    route.name
-                ));
-            }
             if route.rollout.is_some() {
                 out.push(format!(
                     "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",

@@ -334,7 +334,7 @@ pub struct RawPin {
     pub pool: String,
 }
 
-/// `[routes.mirror]`: defaults percent 100, max_body 1MiB.
+/// `[routes.mirror]`: defaults percent 100, max_body 1MiB, max_in_flight 256.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMirror {
@@ -343,6 +343,8 @@ pub struct RawMirror {
     pub percent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body: Option<RawSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// `[routes.rollout]`: defaults interval 1m, max_error_rate 0.01, max_p99 500ms,

@@ -455,6 +455,12 @@ impl Checker<'_> {
         if let Some(size) = &m.max_body {
             self.result(path.key("max_body"), parse::size(size));
         }
+        if m.max_in_flight == Some(0) {
+            self.err(
+                path.key("max_in_flight"),
+                "must be at least 1 (to stop mirroring, set percent = 0)",
+            );
+        }
     }
 
     fn rollout(&mut self, path: FieldPath, r: &RawRollout, split: &IndexMap<String, u32>) {

@@ -25,7 +25,8 @@ use crate::upstream::{self, ReqBody, Sender};
 /// A request to forward, with what the decision said about it.
 pub struct Outbound {
     pub parts: request::Parts,
-    pub body: Incoming,
+    /// The client's body, teed when the request is mirrored.
+    pub body: ReqBody,
     /// Set for an HTTP/1.1 `Upgrade` request: the client side of the switch.
     pub client_upgrade: Option<OnUpgrade>,
 }
@@ -41,7 +42,7 @@ pub async fn forward(
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
     headers::prepare_request(&mut out.parts, ctx, upgrading);
-    let req = Request::from_parts(out.parts, ReqBody::Incoming(out.body));
+    let req = Request::from_parts(out.parts, out.body);
     let deadline = Instant::now() + settings.request_timeout;
     let (resp, lease) = send(snap, decision, req, upgrading, deadline).await?;
     let (mut parts, body) = resp.into_parts();

@@ -12,12 +12,14 @@ use http::{header, Request, Response};
 use hyper::body::Incoming;
 
 use crate::conn::ConnContext;
+use crate::mirror;
 use crate::proxy::body::RespBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers;
 use crate::route::{self, Refusal, RequestView};
 use crate::state::{Snapshot, State};
+use crate::upstream::ReqBody;
 
 #[derive(Debug, Clone)]
 pub struct ProxyService {
@@ -68,12 +70,21 @@ async fn handle(
         Ok(Err(Refusal::NoRoute)) => (ProxyError::NoRoute.to_response(), None),
         Ok(Err(Refusal::NoHealthyPool { .. })) => (ProxyError::NoHealthyServer.to_response(), None),
         Ok(Ok(decision)) => {
+            let (body, shadow) = if decision.mirror {
+                let upgrading = client_upgrade.is_some();
+                mirror::start(&snap, &decision, &parts, body, ctx, upgrading)
+            } else {
+                (ReqBody::Incoming(body), None)
+            };
             let out = Outbound {
                 parts,
                 body,
                 client_upgrade,
             };
             let (resp, server) = forward_decided(&snap, &decision, out, ctx).await;
+            if let Some(shadow) = shadow {
+                shadow.answered(resp.status());
+            }
             let served = route::Decision { server, ..decision };
             (resp, Some(served))
         }

@@ -154,6 +154,22 @@ pub fn fallback(
     None
 }
 
+/// Where a copy of a decided request goes: the route's mirror pool and a server of it picked by
+/// the pool's balance among its available servers, as for any request (a copy has no cookie:
+/// there is no user to keep on a server). `None` when the route mirrors nothing or its mirror
+/// pool has no available server.
+pub fn mirror_target(
+    table: &Table,
+    route: RouteId,
+    random: u64,
+    health: &impl HealthView,
+) -> Option<(PoolId, ServerId)> {
+    let mirror = table.routes.get(usize::from(route))?.mirror.as_ref()?;
+    let pool = table.pools.get(usize::from(mirror.pool))?;
+    let server = balance(mirror.pool, pool, random, health)?;
+    Some((mirror.pool, server))
+}
+
 fn server_id(index: usize) -> Option<ServerId> {
     ServerId::try_from(index).ok()
 }

@@ -292,6 +292,33 @@ fn no_mirror_without_config() {
 }
 
 #[test]
+fn the_mirror_target_is_an_available_server_of_the_mirror_pool_by_its_balance() {
+    // The mirror pool is green (least request over three servers).
+    let t = web(
+        POOLS,
+        "{ blue = 1 }",
+        "mirror = { pool = \"green\", percent = 100 }",
+    );
+    let h = FakeHealth::new(&t);
+    h.down(GREEN, 0).set_in_flight(GREEN, 1, 5);
+    for random in 0..200 {
+        let (pool, server) = mirror_target(&t, 0, random, &h).unwrap();
+        assert_eq!(pool, GREEN);
+        assert_ne!(server, 0, "an unavailable server gets no copy");
+        // Server 2 has fewer in flight than 1: it wins whenever both are drawn.
+        assert!(server == 2 || server == 1);
+    }
+    let picked_2 = (0..200)
+        .filter(|&random| mirror_target(&t, 0, random, &h) == Some((GREEN, 2)))
+        .count();
+    assert!(picked_2 > 100, "least request prefers server 2: {picked_2}");
+    h.down(GREEN, 1).down(GREEN, 2);
+    assert_eq!(mirror_target(&t, 0, 7, &h), None, "no available server");
+    let plain = web(POOLS, "{ blue = 1 }", "");
+    assert_eq!(mirror_target(&plain, 0, 7, &FakeHealth::new(&plain)), None);
+}
+
+#[test]
 fn draws_are_independent() {
     // The mirror draw must not follow the bucket: at 50% mirroring, both halves of the line
     // see about half their requests mirrored.

@@ -142,7 +142,10 @@ pub struct Mirror {
     pub pool: PoolId,
     /// 0..=100
     pub percent: u8,
+    /// A body longer than this is not mirrored (a copy under way is abandoned).
     pub max_body: u64,
+    /// Copies of this route in flight at once; over it a copy is dropped.
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -18,24 +18,35 @@ pub use connect::{connect, ConnectError, Io, Scheme};
 /// A connection's request side.
 pub type Sender = http1::SendRequest<ReqBody>;
 
-/// The body of a request sent upstream: the client's body, streamed as it arrives, or nothing.
+/// The error a request body may end with: the client's connection failed, or a copy was
+/// abandoned before its end.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request sent upstream: the client's body, streamed as it arrives (and teed to
+/// a shadow copy when the request is mirrored), the copy's body, or nothing.
 #[derive(Debug)]
 pub enum ReqBody {
     Empty,
     Incoming(Incoming),
+    /// The client's body, each chunk also handed to a mirrored copy.
+    Teed(crate::mirror::Tee),
+    /// A mirrored copy's body, fed by the primary's `Teed`.
+    Copy(crate::mirror::CopyBody),
 }
 
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            ReqBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReqBody::Teed(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReqBody::Copy(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -43,6 +54,8 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Incoming(body) => body.is_end_stream(),
+            ReqBody::Teed(body) => body.is_end_stream(),
+            ReqBody::Copy(body) => body.is_end_stream(),
         }
     }
 
@@ -50,6 +63,8 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Incoming(body) => body.size_hint(),
+            ReqBody::Teed(body) => body.size_hint(),
+            ReqBody::Copy(body) => body.size_hint(),
         }
     }
 }

@@ -31,7 +31,7 @@ pub use self::requests::{
     client, closes_within, full, get, raw_exchange, raw_until, request, send, streaming_body,
     tally, Body, Got,
 };
-pub use self::upstream::{refused_addr, ws_echo, Gate, Refused, Upstream, WsEcho};
+pub use self::upstream::{refused_addr, ws_echo, Gate, Log, Received, Refused, Upstream, WsEcho};
 
 /// The longest one exchange (a request and its whole response, a read, a child's start) may
 /// take before the test fails. Generous: it bounds a hang on a loaded 2-core machine, it is

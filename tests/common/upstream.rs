@@ -150,6 +150,51 @@ impl Upstream {
     }
 }
 
+/// One request an upstream read to the end of its body.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// The requests a recording upstream read whole, in arrival order.
+pub type Log = Arc<Mutex<Vec<Received>>>;
+
+impl Upstream {
+    /// Reads each request's body to its end and keeps the request, then answers `status` with
+    /// `<name>\n`. A request whose body ends in an error (cut off, aborted) is not kept: only
+    /// whole requests are in the log.
+    pub async fn recording(name: &'static str, status: u16) -> (Upstream, Log) {
+        let log: Log = Arc::default();
+        let kept = Arc::clone(&log);
+        let up = Self::with(Arc::new(move |req: Request<Incoming>| {
+            let kept = Arc::clone(&kept);
+            Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let whole = body.collect().await.map(|b| b.to_bytes());
+                if let Ok(body) = whole {
+                    kept.lock().unwrap().push(Received {
+                        method: parts.method.to_string(),
+                        uri: parts.uri.to_string(),
+                        headers: parts.headers,
+                        body: body.to_vec(),
+                    });
+                }
+                Response::builder()
+                    .status(status)
+                    .header("x-server", name)
+                    .body(full(format!("{name}\n")))
+                    .unwrap()
+            })
+        }))
+        .await;
+        (up, log)
+    }
+}
+
 /// What holds a gated upstream's requests.
 #[derive(Clone)]
 pub struct Gate(Arc<tokio::sync::Semaphore>);
