@@ -77,6 +77,21 @@ fn check(path: &std::path::Path) -> i32 {
                 }
                 return 2;
             }
+            match veer::tls::load(compiled.settings.tls.as_ref()) {
+                Ok(Some(certificates)) => {
+                    let now = std::time::SystemTime::now();
+                    for warning in certificates.expiry_warnings(now, veer::tls::EXPIRY_WARNING) {
+                        eprintln!("{}: warning: {warning}", path.display());
+                    }
+                }
+                Ok(None) => {}
+                Err(errors) => {
+                    for problem in &errors.0 {
+                        eprintln!("{}: {problem}", path.display());
+                    }
+                    return 2;
+                }
+            }
             println!("{}: {}", path.display(), compiled.summary());
             0
         }

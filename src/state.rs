@@ -32,6 +32,8 @@ pub struct State {
     pools: Pools,
     lanes: LaneRegistry,
     access_log: AtomicBool,
+    /// The certificates `listen.https` handshakes use now.
+    pub certificates: Arc<crate::tls::Store>,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
 }
@@ -57,6 +59,7 @@ impl State {
             pools,
             lanes,
             access_log: AtomicBool::new(false),
+            certificates: Arc::default(),
             installed: watch::Sender::new(0),
         }
     }

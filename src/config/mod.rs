@@ -208,12 +208,6 @@ impl Compiled {
             path,
             message: message.to_string(),
         };
-        if self.settings.listen.https.is_some() {
-            refused.push(error(
-                "listen.https".into(),
-                "TLS termination is not available in this version",
-            ));
-        }
         for pool in &self.table.pools {
             if pool.tls.is_some() {
                 refused.push(error(

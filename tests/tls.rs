@@ -1,0 +1,194 @@
+//! HTTPS on `listen.https`: TLS over HTTP/1.1 and h2 through veer, SNI choosing among
+//! certificates, handshakes that fail or never finish costing only their own connection, and
+//! `veer check` on certificate files. Certificates are made at test time by a throwaway CA.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::tls::{alpn, presented, tls_connect, Ca, Sender};
+use common::{closes_within, TempDir, Upstream, IO_TIMEOUT};
+use tokio::io::AsyncWriteExt;
+
+/// A config serving `app` on HTTPS with `certs` (cert and key files), then `extra`.
+fn config(app: &Upstream, certs: &[(&Path, &Path)], extra: &str) -> String {
+    let list: Vec<String> = certs
+        .iter()
+        .map(|(c, k)| {
+            format!(
+                "{{ cert = {:?}, key = {:?} }}",
+                c.display().to_string(),
+                k.display().to_string()
+            )
+        })
+        .collect();
+    format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\n[tls]\ncertificates = [{}]\n\n{extra}\n\n\
+         [pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        list.join(", "),
+        app.addr
+    )
+}
+
+/// veer started in-process from the config file `path`.
+async fn start(path: &Path) -> veer::run::Running {
+    let compiled = veer::config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    veer::run::start(compiled).await.expect("veer starts")
+}
+
+#[tokio::test]
+async fn https_over_http1_and_h2_with_alpn_and_forwarded_proto() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-basic");
+    let ca = Ca::new("test ca");
+    let site = ca.issue(&["app.test"]);
+    let (cert, key) = site.write(&dir, "app");
+    let path = dir.write("veer.toml", &config(&app, &[(&cert, &key)], ""));
+    let veer = start(&path).await;
+    let https = veer.https_addr.expect("an HTTPS address");
+
+    for (proto, h2) in [(&b"http/1.1"[..], false), (&b"h2"[..], true)] {
+        let stream = tls_connect(https, &ca.client(&[proto]), "app.test").await;
+        assert_eq!(alpn(&stream).as_deref(), Some(proto), "ALPN");
+        assert_eq!(presented(&stream), site.der);
+        let mut send = Sender::new(stream, h2).await;
+        let (status, _, body) = send.get("app.test", "/hello").await;
+        assert_eq!((status, body.as_str()), (200, "app\n"), "h2: {h2}");
+        let headers = app.headers();
+        assert_eq!(headers["x-forwarded-proto"], "https", "h2: {h2}");
+    }
+    // Plain HTTP on the other listener still says http.
+    let got = common::get(veer.http_addr, "/", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(app.headers()["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_for_each_name() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-sni");
+    let ca = Ca::new("test ca");
+    let first = ca.issue(&["one.test"]);
+    let second = ca.issue(&["two.test", "*.two.test"]);
+    let (c1, k1) = first.write(&dir, "one");
+    let (c2, k2) = second.write(&dir, "two");
+    let path = dir.write("veer.toml", &config(&app, &[(&c1, &k1), (&c2, &k2)], ""));
+    let veer = start(&path).await;
+    let https = veer.https_addr.unwrap();
+    let client = ca.client(&[b"http/1.1"]);
+
+    let one = tls_connect(https, &client, "one.test").await;
+    assert_eq!(presented(&one), first.der, "one.test");
+    let two = tls_connect(https, &client, "two.test").await;
+    assert_eq!(presented(&two), second.der, "two.test");
+    let wild = tls_connect(https, &client, "www.two.test").await;
+    assert_eq!(presented(&wild), second.der, "www.two.test by the wildcard");
+    let mut send = Sender::new(wild, false).await;
+    assert_eq!(send.get("www.two.test", "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_failed_or_unfinished_handshake_costs_only_its_connection() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-handshake");
+    let ca = Ca::new("test ca");
+    let site = ca.issue(&["app.test"]);
+    let (cert, key) = site.write(&dir, "app");
+    let extra = "[proxy]\nheader_read_timeout = \"300ms\"\n";
+    let path = dir.write("veer.toml", &config(&app, &[(&cert, &key)], extra));
+    let veer = start(&path).await;
+    let https = veer.https_addr.unwrap();
+
+    // A client that never starts a handshake is cut off by the handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(https).await.unwrap();
+    // One that sends plain HTTP to the HTTPS port fails the handshake.
+    let mut plain = tokio::net::TcpStream::connect(https).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // A client that does not trust veer's certificate gives up.
+    let stranger = Ca::new("another ca").client(&[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+    assert!(
+        stranger.connect(name, tcp).await.is_err(),
+        "an untrusted certificate fails"
+    );
+
+    // Meanwhile others are served.
+    let stream = tls_connect(https, &ca.client(&[b"h2"]), "app.test").await;
+    let mut send = Sender::new(stream, true).await;
+    assert_eq!(send.get("app.test", "/").await.0, 200);
+    assert!(
+        closes_within(&mut plain, IO_TIMEOUT).await,
+        "the plain-text client is closed"
+    );
+    assert!(
+        closes_within(&mut silent, IO_TIMEOUT).await,
+        "the silent client is closed"
+    );
+    let stream = tls_connect(https, &ca.client(&[b"http/1.1"]), "app.test").await;
+    let mut send = Sender::new(stream, false).await;
+    assert_eq!(send.get("app.test", "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn check_validates_certificate_files_and_warns_of_expiry() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-check");
+    let ca = Ca::new("test ca");
+    let check = |path: std::path::PathBuf| async move {
+        let mut cmd = common::veer_cmd();
+        cmd.args(["check", "--config"]).arg(&path);
+        let out = tokio::task::spawn_blocking(move || common::output_within(&mut cmd, IO_TIMEOUT))
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    // Expiring in ten days: valid, with a warning naming the file.
+    let soon = SystemTime::now() + Duration::from_secs(10 * 86_400);
+    let (cert, key) = ca
+        .issue_until(&["app.test"], Some(soon))
+        .write(&dir, "soon");
+    let path = dir.write("soon.toml", &config(&app, &[(&cert, &key)], ""));
+    let (code, text) = check(path).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("warning") && text.contains("expires in"),
+        "{text}"
+    );
+    assert!(text.contains(&cert.display().to_string()), "{text}");
+
+    // A year ahead: no warning.
+    let later = SystemTime::now() + Duration::from_secs(365 * 86_400);
+    let (cert, key) = ca
+        .issue_until(&["app.test"], Some(later))
+        .write(&dir, "later");
+    let path = dir.write("later.toml", &config(&app, &[(&cert, &key)], ""));
+    let (code, text) = check(path).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+
+    // A missing file, and a key that belongs to another certificate: exit 2, each named.
+    let missing = dir.join("missing.pem");
+    let (other_cert, _) = ca.issue(&["app.test"]).write(&dir, "other");
+    let path = dir.write(
+        "bad.toml",
+        &config(&app, &[(&missing, &key), (&other_cert, &key)], ""),
+    );
+    let (code, text) = check(path).await;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    assert!(
+        text.contains("tls.certificates[1].key") && text.contains("does not match"),
+        "{text}"
+    );
+}
