@@ -1,6 +1,8 @@
 //! HTTPS on `listen.https`: TLS over HTTP/1.1 and h2 through veer, SNI choosing among
-//! certificates, handshakes that fail or never finish costing only their own connection, and
-//! `veer check` on certificate files. Certificates are made at test time by a throwaway CA.
+//! certificates, certificates swapped by a reload (SIGHUP's path and the API) while old
+//! connections keep theirs, bad files refused with the old certificates kept, and handshakes
+//! that fail or never finish costing only their own connection. Certificates are made at test
+//! time by a throwaway CA.
 
 mod common;
 
@@ -8,8 +10,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::tls::{alpn, presented, tls_connect, Ca, Sender};
-use common::{closes_within, TempDir, Upstream, IO_TIMEOUT};
+use common::{closes_within, Api, TempDir, Upstream, IO_TIMEOUT};
 use tokio::io::AsyncWriteExt;
+use veer::reload::Source;
 
 /// A config serving `app` on HTTPS with `certs` (cert and key files), then `extra`.
 fn config(app: &Upstream, certs: &[(&Path, &Path)], extra: &str) -> String {
@@ -35,6 +38,12 @@ fn config(app: &Upstream, certs: &[(&Path, &Path)], extra: &str) -> String {
 async fn start(path: &Path) -> veer::run::Running {
     let compiled = veer::config::load(path).unwrap_or_else(|e| panic!("{e}"));
     veer::run::start(compiled).await.expect("veer starts")
+}
+
+/// What SIGHUP does: read `path` again and hand it to the change path.
+async fn sighup(running: &veer::run::Running, path: &Path) -> bool {
+    let settings = running.control.effective().0.settings;
+    veer::reload::reload(path, &settings, &running.control, Source::Sighup).await
 }
 
 #[tokio::test]
@@ -86,6 +95,126 @@ async fn sni_picks_the_certificate_for_each_name() {
     assert_eq!(presented(&wild), second.der, "www.two.test by the wildcard");
     let mut send = Sender::new(wild, false).await;
     assert_eq!(send.get("www.two.test", "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_and_an_old_connection_keeps_working() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-reload");
+    let ca = Ca::new("test ca");
+    let old = ca.issue(&["app.test"]);
+    let (cert, key) = old.write(&dir, "app");
+    let path = dir.write("veer.toml", &config(&app, &[(&cert, &key)], ""));
+    let veer = start(&path).await;
+    let https = veer.https_addr.unwrap();
+    let client = ca.client(&[b"http/1.1"]);
+
+    let before = tls_connect(https, &client, "app.test").await;
+    assert_eq!(presented(&before), old.der);
+    let mut kept = Sender::new(before, false).await;
+    assert_eq!(kept.get("app.test", "/").await.0, 200);
+
+    // The files are renewed in place; the config text is the same.
+    let new = ca.issue(&["app.test"]);
+    new.write(&dir, "app");
+    assert!(sighup(&veer, &path).await, "the reload is accepted");
+
+    let after = tls_connect(https, &client, "app.test").await;
+    assert_eq!(
+        presented(&after),
+        new.der,
+        "a new handshake gets the new certificate"
+    );
+    let (status, _, body) = kept.get("app.test", "/again").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "app\n"),
+        "the old connection still serves"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_or_mismatched_file_on_reload_keeps_the_old_certificate() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-bad-reload");
+    let ca = Ca::new("test ca");
+    let good = ca.issue(&["app.test"]);
+    let (cert, key) = good.write(&dir, "app");
+    let path = dir.write(
+        "veer.toml",
+        &config(
+            &app,
+            &[(&cert, &key)],
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        ),
+    );
+    let veer = start(&path).await;
+    let https = veer.https_addr.unwrap();
+    let client = ca.client(&[b"http/1.1"]);
+    let raw = || veer::config::load(&path).unwrap().raw;
+
+    // Not a certificate at all.
+    std::fs::write(&cert, "this is not PEM\n").unwrap();
+    assert!(
+        !sighup(&veer, &path).await,
+        "a garbage certificate is refused"
+    );
+    let err = veer.control.reload(raw()).unwrap_err().to_string();
+    assert!(
+        err.contains(&cert.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(
+        err.contains("tls.certificates[0].cert"),
+        "names the field: {err}"
+    );
+    let stream = tls_connect(https, &client, "app.test").await;
+    assert_eq!(presented(&stream), good.der, "the old certificate stays");
+
+    // Another certificate with the old key: they do not match.
+    let other = ca.issue(&["app.test"]);
+    std::fs::write(&cert, &other.cert_pem).unwrap();
+    assert!(!sighup(&veer, &path).await, "a mismatched key is refused");
+    let err = veer.control.reload(raw()).unwrap_err().to_string();
+    assert!(err.contains("does not match"), "says why: {err}");
+    assert!(
+        err.contains(&key.display().to_string()),
+        "names the key file: {err}"
+    );
+
+    // The API's replace reads the files too: 422, nothing applied.
+    let api = Api::new(&veer, None);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let answer = api
+        .call(
+            "PUT",
+            "/api/v1/config",
+            &[("content-type", "application/toml")],
+            text.clone(),
+        )
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.text);
+    assert!(answer.text.contains("does not match"), "{}", answer.text);
+    let stream = tls_connect(https, &client, "app.test").await;
+    assert_eq!(presented(&stream), good.der, "the old certificate stays");
+
+    // Fixed files: the API's replace takes them up.
+    std::fs::write(&key, &other.key_pem).unwrap();
+    let answer = api
+        .call(
+            "PUT",
+            "/api/v1/config",
+            &[("content-type", "application/toml")],
+            text,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let stream = tls_connect(https, &client, "app.test").await;
+    assert_eq!(
+        presented(&stream),
+        other.der,
+        "the API's replace loads the new files"
+    );
 }
 
 #[tokio::test]
