@@ -321,3 +321,54 @@ async fn check_validates_certificate_files_and_warns_of_expiry() {
         "{text}"
     );
 }
+
+/// Where a child veer logged that it serves HTTPS.
+fn https_logged(veer: &common::VeerProcess) -> std::net::SocketAddr {
+    veer.seen()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| v["fields"]["message"] == "HTTPS listening")
+        .and_then(|v| v["fields"]["addr"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| panic!("no HTTPS address logged:\n{}", veer.seen().join("\n")))
+}
+
+#[tokio::test]
+async fn the_https_socket_travels_with_an_upgrade() {
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-upgrade");
+    let ca = Ca::new("test ca");
+    let site = ca.issue(&["app.test"]);
+    let (cert, key) = site.write(&dir, "app");
+    let text = config(&app, &[(&cert, &key)], "[log]\nformat = \"json\"\n").replace(
+        "https = \"127.0.0.1:0\"\n",
+        &format!(
+            "https = \"127.0.0.1:0\"\nupgrade_socket = \"{}\"\n",
+            dir.join("upgrade.sock").display()
+        ),
+    );
+    let path = dir.write("veer.toml", &text);
+    let mut old = common::VeerProcess::start(&path).await;
+    let https = https_logged(&old);
+    let client = ca.client(&[b"http/1.1"]);
+    let stream = tls_connect(https, &client, "app.test").await;
+    assert_eq!(
+        Sender::new(stream, false)
+            .await
+            .get("app.test", "/")
+            .await
+            .0,
+        200
+    );
+
+    let mut cmd = common::veer_cmd();
+    cmd.args(["run", "--upgrade", "--config"]).arg(&path);
+    let mut new = common::VeerProcess::start_cmd(cmd).await;
+    assert_eq!(old.exit_within(IO_TIMEOUT).await.code(), Some(0));
+    // Port 0 was asked for: the same port can only be the old process's socket.
+    assert_eq!(https_logged(&new), https);
+    let stream = tls_connect(https, &client, "app.test").await;
+    let (status, _, body) = Sender::new(stream, false).await.get("app.test", "/").await;
+    assert_eq!((status, body.as_str()), (200, "app\n"));
+    new.signal("-TERM");
+    assert_eq!(new.exit_within(IO_TIMEOUT).await.code(), Some(0));
+}
