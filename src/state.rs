@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub conns: Conns,
     /// Per (route, pool) state, entry for entry with each route's split.
     pub lanes: Lanes,
+    /// Each pool's TLS to its servers (`pools.NAME.tls`), index for index with the pools.
+    pub upstream_tls: Vec<crate::tls::UpstreamTlsSlot>,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,7 @@ impl State {
                 slots,
                 conns,
                 lanes: lanes.reconcile(&table),
+                upstream_tls: crate::tls::upstream_slots(&table),
                 table,
             }),
             registry,
@@ -78,7 +81,9 @@ impl State {
         let slots = self.registry.reconcile(&table, Some(&previous.slots));
         let conns = self.pools.reconcile(&table);
         let lanes = self.lanes.reconcile(&table);
+        let upstream_tls = crate::tls::upstream_slots(&table);
         self.current.store(Arc::new(Snapshot {
+            upstream_tls,
             table,
             slots,
             conns,

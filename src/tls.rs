@@ -15,9 +15,12 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
 
 use crate::config::{CertificatePair, ConfigError, ConfigErrors, TlsSettings};
+use crate::route::table::{Target, UpstreamTls};
+use crate::route::Table;
 
 /// How close to its expiry a certificate is named in a warning by `veer check`.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -213,6 +216,152 @@ fn describe(cert: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
         }
     }
     Ok((names, parsed.validity().not_after.timestamp()))
+}
+
+/// A pool's TLS to its servers (`pools.NAME.tls`): the rustls client with the pool's roots and
+/// client certificate, and the server name to ask for when the pool sets one.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    connector: tokio_rustls::TlsConnector,
+    sni: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("sni", &self.sni)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool's TLS as the snapshot holds it: the client, or why its files could not be loaded
+/// (then every connection fails; never plain text where TLS was asked for).
+pub type UpstreamTlsSlot = Option<Result<UpstreamClient, Arc<str>>>;
+
+impl UpstreamClient {
+    /// TLS over `tcp`, verifying the server as `sni`, else as the host (or address) of `target`.
+    pub async fn connect(
+        &self,
+        target: &Target,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = match (&self.sni, target) {
+            (Some(name), _) => name.clone(),
+            (None, Target::Addr(addr)) => ServerName::IpAddress(addr.ip().into()),
+            (None, Target::Name { host, .. }) => ServerName::try_from(host.to_string())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        };
+        self.connector.connect(name, tcp).await
+    }
+}
+
+/// The TLS clients of `table`'s pools, index for index; errors name the field, the file and
+/// the reason.
+pub fn upstream_clients(table: &Table) -> Result<Vec<UpstreamTlsSlot>, ConfigErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for pool in &table.pools {
+        let Some(t) = &pool.tls else {
+            out.push(None);
+            continue;
+        };
+        match upstream_client(t) {
+            Ok(client) => out.push(Some(Ok(client))),
+            Err((field, message)) => {
+                errors.push(ConfigError {
+                    location: None,
+                    path: format!("pools.{}.tls.{field}", pool.name),
+                    message: message.clone(),
+                });
+                out.push(Some(Err(message.into())));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// As `upstream_clients`, keeping a pool whose files fail as an error that fails its
+/// connections (the change path refused such a config; a file broken since is caught here).
+pub fn upstream_slots(table: &Table) -> Vec<UpstreamTlsSlot> {
+    table
+        .pools
+        .iter()
+        .map(|pool| {
+            pool.tls.as_ref().map(|t| {
+                upstream_client(t).map_err(|(field, message)| {
+                    tracing::error!(pool = %pool.name, field, "upstream TLS unusable: {message}");
+                    Arc::from(message)
+                })
+            })
+        })
+        .collect()
+}
+
+fn upstream_client(t: &UpstreamTls) -> Result<UpstreamClient, PairError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &t.ca {
+        Some(ca) => {
+            let file = ca.display().to_string();
+            for cert in read_chain(ca).map_err(|reason| ("ca", format!("{file}: {reason}")))? {
+                roots
+                    .add(cert)
+                    .map_err(|e| ("ca", format!("{file}: not a usable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(("ca", "no system root certificates found; set `ca`".into()));
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ("ca", e.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => {
+            let cert_file = cert.display().to_string();
+            let key_file = key.display().to_string();
+            let chain =
+                read_chain(cert).map_err(|reason| ("cert", format!("{cert_file}: {reason}")))?;
+            let der = read_key(key).map_err(|reason| ("key", format!("{key_file}: {reason}")))?;
+            let signing = provider()
+                .key_provider
+                .load_private_key(der)
+                .map_err(|e| ("key", format!("{key_file}: unusable private key: {e}")))?;
+            let certified = CertifiedKey::new(chain, signing);
+            if let Err(e) = certified.keys_match() {
+                return Err((
+                    "key",
+                    format!(
+                        "{key_file}: the key does not match the certificate in {cert_file} ({e})"
+                    ),
+                ));
+            }
+            builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                certified,
+            )))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let sni = match t.sni.as_deref() {
+        Some(name) => Some(
+            ServerName::try_from(name.to_string())
+                .map_err(|e| ("sni", format!("{name:?} is not a server name: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(UpstreamClient {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        sni,
+    })
 }
 
 #[cfg(test)]

@@ -372,3 +372,165 @@ async fn the_https_socket_travels_with_an_upgrade() {
     new.signal("-TERM");
     assert_eq!(new.exit_within(IO_TIMEOUT).await.code(), Some(0));
 }
+
+/// A pool `name` of `server` with `tls` (inline TOML, or none), routed at `/name`.
+fn tls_pool(name: &str, server: std::net::SocketAddr, tls: Option<String>) -> String {
+    let tls = tls.map(|t| format!("tls = {t}\n")).unwrap_or_default();
+    format!(
+        "[pools.{name}]\nservers = [\"{server}\"]\n{tls}\n[[routes]]\nname = \"{name}\"\n\
+         path_prefix = \"/{name}\"\nsplit = {{ {name} = 1 }}\n\n"
+    )
+}
+
+fn path_str(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+#[tokio::test]
+async fn an_upstream_demanding_a_client_certificate_accepts_veers_and_refuses_a_pool_without() {
+    let dir = TempDir::new("tls-mtls");
+    let servers = Ca::new("server ca");
+    let clients = Ca::new("client ca");
+    let (upstream, hits) =
+        common::tls::tls_upstream("secure", &servers, &["app.internal"], Some(&clients)).await;
+    let ca = dir.write("ca.pem", &servers.pem());
+    let (cert, key) = clients.issue(&["veer.internal"]).write(&dir, "client");
+    let with = format!(
+        "{{ sni = \"app.internal\", ca = {}, cert = {}, key = {} }}",
+        path_str(&ca),
+        path_str(&cert),
+        path_str(&key)
+    );
+    let without = format!("{{ sni = \"app.internal\", ca = {} }}", path_str(&ca));
+    let text = format!(
+        "{}{}",
+        tls_pool("signed", upstream, Some(with)),
+        tls_pool("unsigned", upstream, Some(without))
+    );
+    let veer = common::start_veer(&text).await;
+
+    let got = common::get(veer.http_addr, "/signed", &[]).await;
+    assert_eq!(
+        (got.status.as_u16(), got.body.as_str()),
+        (200, "secure\n"),
+        "mTLS"
+    );
+    let answered = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let got = common::get(veer.http_addr, "/unsigned", &[]).await;
+    assert_eq!(got.status, 502, "no client certificate: {}", got.body);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        answered,
+        "the upstream answered nothing without a client certificate"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_a_502_with_a_log_line_naming_pool_server_and_reason() {
+    let dir = TempDir::new("tls-wrong-ca");
+    let servers = Ca::new("server ca");
+    let (upstream, hits) =
+        common::tls::tls_upstream("secure", &servers, &["app.internal"], None).await;
+    let right = dir.write("right.pem", &servers.pem());
+    let wrong = dir.write("wrong.pem", &Ca::new("another ca").pem());
+    let text = format!(
+        "{}{}",
+        tls_pool(
+            "good",
+            upstream,
+            Some(format!(
+                "{{ sni = \"app.internal\", ca = {} }}",
+                path_str(&right)
+            ))
+        ),
+        tls_pool(
+            "bad",
+            upstream,
+            Some(format!(
+                "{{ sni = \"app.internal\", ca = {} }}",
+                path_str(&wrong)
+            ))
+        ),
+    );
+    let path = dir.write("veer.toml", &common::child_toml("", &text));
+    let mut veer = common::VeerProcess::start(&path).await;
+
+    let got = common::get(veer.http(), "/good", &[]).await;
+    assert_eq!(
+        (got.status.as_u16(), got.body.as_str()),
+        (200, "secure\n"),
+        "the right CA"
+    );
+    let got = common::get(veer.http(), "/bad", &[]).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let server = upstream.to_string();
+    let line = veer
+        .log_line(IO_TIMEOUT, |l| l.contains("upstream TLS failed"))
+        .await
+        .unwrap_or_else(|| panic!("no TLS failure logged:\n{}", veer.seen().join("\n")));
+    assert!(line.contains("\"pool\":\"bad\""), "{line}");
+    assert!(line.contains(&server), "{line}");
+    assert!(line.contains("UnknownIssuer"), "the reason: {line}");
+}
+
+#[tokio::test]
+async fn a_pool_gaining_tls_by_sighup_reaches_a_tls_only_upstream() {
+    let dir = TempDir::new("tls-gain");
+    let servers = Ca::new("server ca");
+    let (upstream, _) =
+        common::tls::tls_upstream("secure", &servers, &["app.internal"], None).await;
+    let ca = dir.write("ca.pem", &servers.pem());
+    let plain = common::child_toml("", &tls_pool("app", upstream, None));
+    let path = dir.write("veer.toml", &plain);
+    let veer = common::VeerProcess::start(&path).await;
+    let got = common::get(veer.http(), "/app", &[]).await;
+    assert_eq!(
+        got.status, 502,
+        "plain text to a TLS-only upstream: {}",
+        got.body
+    );
+
+    let tls = format!("{{ sni = \"app.internal\", ca = {} }}", path_str(&ca));
+    let text = common::child_toml("", &tls_pool("app", upstream, Some(tls)));
+    std::fs::write(&path, text).unwrap();
+    veer.signal("-HUP");
+    common::eventually(IO_TIMEOUT, "the reloaded pool speaks TLS", || async {
+        let got = common::get(veer.http(), "/app", &[]).await;
+        got.status == 200 && got.body == "secure\n"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_kept_plain_connection_is_never_reused_once_the_pool_asks_for_tls() {
+    let dir = TempDir::new("tls-no-reuse");
+    let plain_app = Upstream::named("plain").await;
+    let ca = dir.write("ca.pem", &Ca::new("server ca").pem());
+    let text = |tls: Option<String>| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n\n{}",
+            tls_pool("app", plain_app.addr, tls)
+        )
+    };
+    let path = dir.write("veer.toml", &text(None));
+    let veer = start(&path).await;
+    let got = common::get(veer.http_addr, "/app", &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(plain_app.connections(), 1, "one connection, now kept idle");
+
+    let tls = format!("{{ sni = \"app.internal\", ca = {} }}", path_str(&ca));
+    std::fs::write(&path, text(Some(tls))).unwrap();
+    assert!(sighup(&veer, &path).await, "the reload is accepted");
+    let got = common::get(veer.http_addr, "/app", &[]).await;
+    assert_eq!(
+        got.status, 502,
+        "TLS is asked for and the server speaks plain text: {}",
+        got.body
+    );
+    assert_eq!(
+        plain_app.hits(),
+        1,
+        "no request went over the kept plain connection"
+    );
+}

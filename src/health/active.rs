@@ -180,7 +180,7 @@ async fn run(slot: Arc<ServerSlot>, spec: Spec) {
 /// One check on a new connection: `true` for a 2xx within `timeout`.
 async fn probe(spec: &Spec) -> bool {
     let attempt = async {
-        let mut sender = upstream::connect(&spec.target, spec.check.timeout, false)
+        let mut sender = upstream::connect(&spec.target, spec.check.timeout, false, None)
             .await
             .ok()?;
         let mut req = Request::get(&*spec.check.path).body(ReqBody::Empty).ok()?;
