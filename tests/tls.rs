@@ -534,3 +534,25 @@ async fn a_kept_plain_connection_is_never_reused_once_the_pool_asks_for_tls() {
         "no request went over the kept plain connection"
     );
 }
+
+#[tokio::test]
+async fn active_health_checks_on_a_tls_pool_speak_tls() {
+    let dir = TempDir::new("tls-health");
+    let servers = Ca::new("server ca");
+    let (upstream, hits) =
+        common::tls::tls_upstream("secure", &servers, &["app.internal"], None).await;
+    let ca = dir.write("ca.pem", &servers.pem());
+    let tls = format!("{{ sni = \"app.internal\", ca = {} }}", path_str(&ca));
+    let health = "[pools.app.health]\npath = \"/\"\ninterval = \"50ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n\n";
+    let text = tls_pool("app", upstream, Some(tls))
+        .replace("\n[[routes]]", &format!("\n{health}[[routes]]"));
+    let veer = common::start_veer(&text).await;
+    common::eventually(
+        IO_TIMEOUT,
+        "two health checks answered over TLS",
+        || async { hits.load(std::sync::atomic::Ordering::SeqCst) >= 2 },
+    )
+    .await;
+    let got = common::get(veer.http_addr, "/app", &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "secure\n"));
+}

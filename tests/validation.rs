@@ -28,11 +28,6 @@ fn broken(app: &str) -> Vec<(&'static str, String, &'static str)> {
             format!("[pools.app]\nservers = [\"{app}\"]\ntls = {{ sni = \"app.internal\", ca = \"{MISSING_CA}\" }}\n\n{route}"),
             "pools.app.tls.ca",
         ),
-        (
-            "health checks over upstream tls",
-            format!("[pools.app]\nservers = [\"{app}\"]\ntls = {{ sni = \"app.internal\", ca = \"{MISSING_CA}\" }}\n[pools.app.health]\npath = \"/\"\n\n{route}"),
-            "pools.app.health",
-        ),
     ]
 }
 

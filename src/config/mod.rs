@@ -198,33 +198,12 @@ fn build(raw: RawConfig, place: impl Fn(Issue) -> ConfigError) -> Result<Compile
 }
 
 impl Compiled {
-    /// Configured parts this version cannot serve (active health checks over TLS), and pools'
-    /// TLS files that do not load, refused on every path (start, `veer check`, SIGHUP, the API,
-    /// a state file) rather than served as something else: plain text where TLS was asked for.
+    /// Pools' TLS files that do not load, refused on every path (start, `veer check`, SIGHUP,
+    /// the API, a state file) rather than served as something else: plain text where TLS was
+    /// asked for.
     pub fn admit(&self) -> Result<(), ConfigErrors> {
-        let mut refused = Vec::new();
-        let error = |path: String, message: &str| ConfigError {
-            location: None,
-            path,
-            message: message.to_string(),
-        };
-        for pool in &self.table.pools {
-            if pool.tls.is_some() && pool.health.is_some() {
-                refused.push(error(
-                    format!("pools.{}.health", pool.name),
-                    "active health checks over TLS are not available in this version (remove `health` or `tls`)",
-                ));
-            }
-        }
         // Every pool's CA, client certificate and key load, and each key matches.
-        if let Err(errors) = crate::tls::upstream_clients(&self.table) {
-            refused.extend(errors.0);
-        }
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(refused))
-        }
+        crate::tls::upstream_clients(&self.table).map(drop)
     }
 
     /// Configured parts this version accepts but does not act on yet, named on every path so
