@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -150,8 +151,28 @@ pub fn config_text(
         .replace("@GREEN@", &green.to_string())
 }
 
+/// HTTPS for the demo: where it listens, and the certificate and key files it serves.
+#[derive(Debug, Clone)]
+pub struct DemoTls {
+    pub https: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `text` (a demo config) serving HTTPS as `tls` says as well.
+pub fn with_https(text: &str, tls: &DemoTls) -> String {
+    let quoted = |p: &PathBuf| toml::Value::String(p.display().to_string()).to_string();
+    let listen = format!(
+        "https = \"{}\"\n\n[tls]\ncertificates = [{{ cert = {}, key = {} }}]\n\n[admin]",
+        tls.https,
+        quoted(&tls.cert),
+        quoted(&tls.key)
+    );
+    text.replacen("\n[admin]", &listen, 1)
+}
+
 /// `veer demo`: returns the exit code.
-pub fn main(listen: SocketAddr, admin: SocketAddr) -> i32 {
+pub fn main(listen: SocketAddr, admin: SocketAddr, tls: Option<DemoTls>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,10 +183,10 @@ pub fn main(listen: SocketAddr, admin: SocketAddr) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(run(listen, admin))
+    runtime.block_on(run(listen, admin, tls))
 }
 
-async fn run(listen: SocketAddr, admin: SocketAddr) -> i32 {
+async fn run(listen: SocketAddr, admin: SocketAddr, tls: Option<DemoTls>) -> i32 {
     let (blue, green) = match (serve_app(BLUE).await, serve_app(GREEN).await) {
         (Ok(b), Ok(g)) => (b, g),
         (Err(e), _) | (_, Err(e)) => {
@@ -173,7 +194,10 @@ async fn run(listen: SocketAddr, admin: SocketAddr) -> i32 {
             return 1;
         }
     };
-    let text = config_text(listen, admin, blue, green);
+    let mut text = config_text(listen, admin, blue, green);
+    if let Some(tls) = &tls {
+        text = with_https(&text, tls);
+    }
     let compiled = match config::from_toml(&text, "<demo>") {
         Ok(c) => c,
         Err(errors) => {
@@ -194,6 +218,13 @@ async fn run(listen: SocketAddr, admin: SocketAddr) -> i32 {
     };
     let admin = running.admin_addr.unwrap_or(admin);
     println!("{}", instructions(running.http_addr, admin, blue, green));
+    if let (Some(https), Some(tls)) = (running.https_addr, &tls) {
+        println!(
+            "HTTPS:\n\n\x20 curl --cacert {} https://localhost:{}/   # the same split over TLS (h2 or HTTP/1.1)\n",
+            tls.cert.display(),
+            https.port()
+        );
+    }
     if let Err(e) = stop_signal().await {
         eprintln!("veer demo: cannot wait for Ctrl-C: {e}");
     }
@@ -241,4 +272,27 @@ fn instructions(
          \x20 curl -s http://{admin}/api/v1/routes/web\n\n\
          Ctrl-C stops everything.\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_https_demo_config_serves_the_given_files() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let tls = DemoTls {
+            https: addr(8443),
+            cert: PathBuf::from("dir with \"quotes\"/demo.pem"),
+            key: PathBuf::from("demo.key"),
+        };
+        let text = with_https(&config_text(addr(8080), addr(9901), addr(1), addr(2)), &tls);
+        let compiled = config::from_toml(&text, "<demo>").unwrap();
+        assert_eq!(compiled.settings.listen.https, Some(addr(8443)));
+        assert!(compiled.admit().is_ok());
+        let certificates = compiled.settings.tls.unwrap().certificates;
+        assert_eq!(certificates.len(), 1);
+        assert_eq!(certificates[0].cert, tls.cert);
+        assert_eq!(certificates[0].key, tls.key);
+    }
 }

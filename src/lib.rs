@@ -2,8 +2,8 @@
 //!
 //! The map of the house: `config` turns text into a `route::Table`; `route` decides where a
 //! request goes; `proxy` and `upstream` move its bytes; `health` knows about servers; `server`
-//! owns listeners and connections; `state` holds the shared handles; `run` ties them together
-//! for the CLI; `demo` is the embedded default.
+//! owns listeners and connections, `tls` the certificates of the HTTPS listener; `state` holds
+//! the shared handles; `run` ties them together for the CLI; `demo` is the embedded default.
 
 pub mod admin;
 pub mod config;
@@ -25,4 +25,5 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

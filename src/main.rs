@@ -42,6 +42,15 @@ enum Command {
         /// Where the demo's admin API listens.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
+        /// Also serve HTTPS with this PEM certificate (needs --key).
+        #[arg(long, requires = "key")]
+        cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --cert.
+        #[arg(long, requires = "cert")]
+        key: Option<std::path::PathBuf>,
+        /// Where the demo serves HTTPS (with --cert and --key).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: std::net::SocketAddr,
     },
     /// Drive a running veer through its admin API: status, splits, promote, rollback, drains, rollouts.
     Ctl(veer::ctl::CtlArgs),
@@ -59,7 +68,18 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
-        Command::Demo { listen, admin } => veer::demo::main(listen, admin),
+        Command::Demo {
+            listen,
+            admin,
+            cert,
+            key,
+            https,
+        } => {
+            let tls = cert
+                .zip(key)
+                .map(|(cert, key)| veer::demo::DemoTls { https, cert, key });
+            veer::demo::main(listen, admin, tls)
+        }
         Command::Ctl(args) => veer::ctl::main(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -76,6 +96,21 @@ fn check(path: &std::path::Path) -> i32 {
                     eprintln!("{}: {problem}", path.display());
                 }
                 return 2;
+            }
+            match veer::tls::load(compiled.settings.tls.as_ref()) {
+                Ok(Some(certificates)) => {
+                    let now = std::time::SystemTime::now();
+                    for warning in certificates.expiry_warnings(now, veer::tls::EXPIRY_WARNING) {
+                        eprintln!("{}: warning: {warning}", path.display());
+                    }
+                }
+                Ok(None) => {}
+                Err(errors) => {
+                    for problem in &errors.0 {
+                        eprintln!("{}: {problem}", path.display());
+                    }
+                    return 2;
+                }
             }
             println!("{}: {}", path.display(), compiled.summary());
             0

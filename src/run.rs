@@ -15,7 +15,7 @@ use crate::config::{Compiled, ConfigErrors};
 use crate::control::{Control, StateFileError};
 use crate::handover::{self, HandoverError, Offer, Role, Takeover};
 use crate::state::State;
-use crate::{reload, server, upstream};
+use crate::{reload, server, tls, upstream};
 
 /// Why veer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,16 @@ pub enum StartError {
     Refused(ConfigErrors),
     #[error(transparent)]
     Handover(#[from] HandoverError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(rustls::Error),
 }
 
 /// A serving veer: where it listens, its state, and the handle to stop it.
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// Where HTTPS is served, when `listen.https` is configured.
+    pub https_addr: Option<SocketAddr>,
     /// Where the admin API listens, when `[admin]` is configured.
     pub admin_addr: Option<SocketAddr>,
     pub state: Arc<State>,
@@ -114,8 +118,13 @@ async fn launch(
 ) -> Result<Running, StartError> {
     compiled.admit().map_err(StartError::Refused)?;
     let settings = compiled.settings.clone();
+    let certificates = tls::load(settings.tls.as_ref()).map_err(StartError::Refused)?;
     let listener = tcp_listener(takeover, Role::Http, "listen.http", settings.listen.http)?;
     let http_addr = local_addr("listen.http", &listener, settings.listen.http)?;
+    let https_listener = match settings.listen.https {
+        Some(addr) => Some(tcp_listener(takeover, Role::Https, "listen.https", addr)?),
+        None => None,
+    };
     let admin_listener = match &settings.admin {
         Some(a) => Some(tcp_listener(
             takeover,
@@ -136,6 +145,7 @@ async fn launch(
     };
     let control = Arc::new(Control::start_with(compiled, inherited)?);
     let state = Arc::clone(control.state());
+    state.certificates.set(certificates);
     let (shutdown, rx) = watch::channel(false);
     let (handed_over_tx, handed_over) = watch::channel(false);
     let handed_over_tx = Arc::new(handed_over_tx);
@@ -148,6 +158,19 @@ async fn launch(
             listener.as_fd(),
         )?;
     }
+    let https = match (https_listener, settings.listen.https) {
+        (Some(listener), Some(addr)) => {
+            let local = local_addr("listen.https", &listener, addr)?;
+            if upgrade_listener.is_some() {
+                offered(&mut offer, Role::Https, addr.to_string(), listener.as_fd())?;
+            }
+            let acceptor =
+                tls::acceptor(Arc::clone(&state.certificates)).map_err(StartError::Tls)?;
+            Some((listener, local, acceptor))
+        }
+        _ => None,
+    };
+    let https_addr = https.as_ref().map(|(_, addr, _)| *addr);
     let admin_addr = match (admin_listener, &settings.admin) {
         (Some(listener), Some(a)) => {
             let addr = local_addr("admin.listen", &listener, a.listen)?;
@@ -194,10 +217,25 @@ async fn launch(
         Arc::clone(&state),
         shutdown.subscribe(),
     ));
-    let task = tokio::spawn(server::serve(listener, Arc::clone(&state), rx));
+    let https_task = https.map(|(listener, addr, acceptor)| {
+        tracing::info!(addr = %addr, "HTTPS listening");
+        let serving = server::serve(listener, Arc::clone(&state), rx.clone(), Some(acceptor));
+        tokio::spawn(serving)
+    });
+    let http_task = tokio::spawn(server::serve(listener, Arc::clone(&state), rx, None));
     tracing::info!(addr = %http_addr, "listening");
+    // The drain is over when both listeners' connections have finished.
+    let task = tokio::spawn(async move {
+        let http = http_task.await.map_err(io::Error::other)??;
+        let https = match https_task {
+            Some(task) => task.await.map_err(io::Error::other)??,
+            None => true,
+        };
+        Ok(http && https)
+    });
     Ok(Running {
         http_addr,
+        https_addr,
         admin_addr,
         state,
         control,

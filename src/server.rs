@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
 use crate::proxy::{ProxyError, ProxyService, RespBody};
@@ -46,11 +47,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets every connection
 /// finish its requests within the table's `shutdown_grace`, and returns. `Ok(true)`: every
-/// connection finished in time.
+/// connection finished in time. With `tls`, each connection's TLS handshake comes first
+/// (`listen.https`), bounded by `proxy.header_read_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
 ) -> io::Result<bool> {
     let builders = Builders::new();
     let active = Arc::new(AtomicUsize::new(0));
@@ -71,7 +74,7 @@ pub async fn serve(
                     let max = state.snapshot().table.proxy.max_connections;
                     let over = active.load(Ordering::Relaxed) > max;
                     let builders = builders.clone();
-                    tokio::spawn(conn.run(stream, peer, builders, over));
+                    tokio::spawn(conn.run(stream, peer, builders, over, tls.clone()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning, and
@@ -150,17 +153,26 @@ struct Held {
 }
 
 impl Conn {
-    async fn run(self, stream: TcpStream, peer: SocketAddr, builders: Builders, over: bool) {
+    async fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        builders: Builders,
+        over: bool,
+        tls: Option<TlsAcceptor>,
+    ) {
         let _ = stream.set_nodelay(true);
         let Conn {
             state,
             mut shutdown,
             hold,
         } = self;
-        let stream = Io::Tcp(stream);
+        let settings = state.snapshot().table.proxy.clone();
+        let Some(stream) = handshake(stream, peer, tls, settings.header_read_timeout).await else {
+            return;
+        };
         let ctx = Arc::new(ConnContext::new(peer, stream.scheme()).holding(hold));
         let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
-        let settings = state.snapshot().table.proxy.clone();
         if over {
             // One answer, then close; a client that sends nothing is not waited on for longer
             // than a request head may take.
@@ -225,6 +237,30 @@ impl Conn {
                 }
                 _ = shutdown.changed(), if !draining => draining = true,
             }
+        }
+    }
+}
+
+/// The connection's stream: plain, or once its TLS handshake has finished. A handshake that
+/// fails or takes longer than `timeout` ends this connection alone.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    timeout: Duration,
+) -> Option<Io> {
+    let Some(acceptor) = tls else {
+        return Some(Io::Tcp(stream));
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(Io::Tls(Box::new(tls.into()))),
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, "TLS handshake not finished in time; closing");
+            None
         }
     }
 }

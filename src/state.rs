@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub lanes: Lanes,
     /// Per route with `[routes.mirror]`: its copies in flight, counts and metric handles.
     pub mirrors: Mirrors,
+    /// Each pool's TLS to its servers (`pools.NAME.tls`), index for index with the pools.
+    pub upstream_tls: Vec<crate::tls::UpstreamTlsSlot>,
 }
 
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub struct State {
     lanes: LaneRegistry,
     mirrors: MirrorRegistry,
     access_log: AtomicBool,
+    /// The certificates `listen.https` handshakes use now.
+    pub certificates: Arc<crate::tls::Store>,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
 }
@@ -57,6 +61,7 @@ impl State {
                 conns,
                 lanes: lanes.reconcile(&table),
                 mirrors: mirrors.reconcile(&table),
+                upstream_tls: crate::tls::upstream_slots(&table),
                 table,
             }),
             registry,
@@ -64,6 +69,7 @@ impl State {
             lanes,
             mirrors,
             access_log: AtomicBool::new(false),
+            certificates: Arc::default(),
             installed: watch::Sender::new(0),
         }
     }
@@ -83,7 +89,9 @@ impl State {
         let conns = self.pools.reconcile(&table);
         let lanes = self.lanes.reconcile(&table);
         let mirrors = self.mirrors.reconcile(&table);
+        let upstream_tls = crate::tls::upstream_slots(&table);
         self.current.store(Arc::new(Snapshot {
+            upstream_tls,
             table,
             slots,
             conns,

@@ -10,6 +10,7 @@ use common::IO_TIMEOUT;
 use common::{child_toml, get, output_within, veer_cmd, Api, TempDir, Upstream, VeerProcess};
 
 const UNSET: &str = "VEER_TEST_VALIDATION_SURELY_UNSET_51F3";
+const MISSING_CA: &str = "/nonexistent/veer-test-validation-ca.pem";
 
 /// The rules: a name, the config body (after `[listen]`/`[log]`) breaking it, the field path
 /// the error must name.
@@ -23,9 +24,9 @@ fn broken(app: &str) -> Vec<(&'static str, String, &'static str)> {
             "admin.token_env",
         ),
         (
-            "upstream tls",
-            format!("[pools.app]\nservers = [\"{app}\"]\ntls = {{ sni = \"app.internal\" }}\n\n{route}"),
-            "pools.app.tls",
+            "upstream tls CA file missing",
+            format!("[pools.app]\nservers = [\"{app}\"]\ntls = {{ sni = \"app.internal\", ca = \"{MISSING_CA}\" }}\n\n{route}"),
+            "pools.app.tls.ca",
         ),
     ]
 }
@@ -145,10 +146,11 @@ async fn a_state_file_holding_a_config_this_version_cannot_serve_is_refused_at_s
         good("127.0.0.1:9")
     );
     let compiled = veer::config::from_toml(&file, "veer.toml").unwrap();
-    // A config set through the API earlier, now holding upstream TLS.
+    // A config set through the API earlier, its pool's CA file gone since.
     let mut replaced = compiled.raw.clone();
     let pool = replaced.pools.get_mut("app").unwrap();
-    pool.tls = Some(serde_json::from_str(r#"{"sni": "app.internal"}"#).unwrap());
+    let tls = serde_json::json!({"sni": "app.internal", "ca": MISSING_CA});
+    pool.tls = Some(serde_json::from_value(tls).unwrap());
     let saved = serde_json::json!({
         "version": 4,
         "config": {"file": veer::control::fingerprint(&compiled.raw), "config": replaced},

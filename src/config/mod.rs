@@ -198,35 +198,12 @@ fn build(raw: RawConfig, place: impl Fn(Issue) -> ConfigError) -> Result<Compile
 }
 
 impl Compiled {
-    /// Configured parts this version cannot serve, refused on every path (start, `veer check`,
-    /// SIGHUP, the API, a state file) rather than served as something else: plain text where
-    /// TLS was asked for.
+    /// Pools' TLS files that do not load, refused on every path (start, `veer check`, SIGHUP,
+    /// the API, a state file) rather than served as something else: plain text where TLS was
+    /// asked for.
     pub fn admit(&self) -> Result<(), ConfigErrors> {
-        let mut refused = Vec::new();
-        let error = |path: String, message: &str| ConfigError {
-            location: None,
-            path,
-            message: message.to_string(),
-        };
-        if self.settings.listen.https.is_some() {
-            refused.push(error(
-                "listen.https".into(),
-                "TLS termination is not available in this version",
-            ));
-        }
-        for pool in &self.table.pools {
-            if pool.tls.is_some() {
-                refused.push(error(
-                    format!("pools.{}.tls", pool.name),
-                    "TLS to upstream servers is not available in this version",
-                ));
-            }
-        }
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(refused))
-        }
+        // Every pool's CA, client certificate and key load, and each key matches.
+        crate::tls::upstream_clients(&self.table).map(drop)
     }
 
     /// Configured parts this version accepts but does not act on yet, named on every path so

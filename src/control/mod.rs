@@ -315,10 +315,19 @@ impl Control {
         if let Some(expected) = expect.filter(|&e| e != current) {
             return Err(ControlError::Stale { expected, current });
         }
+        // A replaced config reads the certificate files again (their paths stay the file's).
+        let certificates = match &change {
+            Change::Replace(_) => Some(load_certificates(&inner.effective)?),
+            _ => None,
+        };
         let mut runtime = inner.runtime.clone();
         let base = base_config(&inner.file, &runtime);
         change_runtime(&mut runtime, &base, &inner.file, change)?;
-        self.commit(inner, runtime)
+        let version = self.commit(inner, runtime)?;
+        if let Some(certificates) = certificates {
+            self.state.certificates.set(certificates);
+        }
+        Ok(version)
     }
 
     /// A new config file (SIGHUP or the file watch): runtime changes whose route or pool
@@ -330,14 +339,20 @@ impl Control {
         }
         if file == inner.file {
             // The same file again: nothing to swap, and no new version to make `If-Match`
-            // holders stale.
+            // holders stale; the certificate files are read again all the same.
+            let certificates = load_certificates(&inner.effective)?;
+            self.state.certificates.set(certificates);
             return Ok(self.version());
         }
         let runtime = inner.runtime.clone();
         let (runtime, compiled) = settle(&file, runtime).map_err(ControlError::Invalid)?;
+        let certificates = load_certificates(&compiled)?;
         let previous = std::mem::replace(&mut inner.file, file);
         match self.commit_compiled(&mut inner, runtime, compiled) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                self.state.certificates.set(certificates);
+                Ok(v)
+            }
             Err(e) => {
                 inner.file = previous;
                 Err(e)
@@ -427,6 +442,14 @@ impl Control {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The certificates of `compiled`'s `[tls]`, read from their files: a file that is missing,
+/// unreadable or mismatched refuses the change, and the certificates in use stay.
+fn load_certificates(
+    compiled: &Compiled,
+) -> Result<Option<Arc<crate::tls::Certificates>>, ControlError> {
+    crate::tls::load(compiled.settings.tls.as_ref()).map_err(ControlError::Invalid)
 }
 
 /// Drops runtime entries made against definitions that changed (the file wins), each with a
@@ -582,7 +605,7 @@ fn change_runtime(
         Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
         Change::Replace(config) => {
             // Settings a running process cannot take up come from the file alone: the
-            // listeners, TLS, the admin section (the API cannot change its own access or where
+            // listeners, TLS (whose files are read again all the same), the admin section (the API cannot change its own access or where
             // its changes are kept), the worker count, the log level and format.
             let mut config = *config;
             keep_restart_only(&mut config, file);
@@ -816,9 +839,6 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.listen != new.listen {
         out.push("listen");
-    }
-    if old.tls != new.tls {
-        out.push("tls");
     }
     if old.admin != new.admin {
         out.push("admin");

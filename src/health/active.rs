@@ -21,8 +21,9 @@ use tokio::task::JoinHandle;
 
 use crate::health::passive;
 use crate::health::registry::{Reason, ServerSlot};
-use crate::route::table::{HealthCheck, Target};
+use crate::route::table::{HealthCheck, Target, UpstreamTls};
 use crate::state::{Snapshot, State};
+use crate::tls::{UpstreamClient, UpstreamTlsSlot};
 use crate::upstream::{self, ReqBody};
 
 /// One server's active-check state.
@@ -47,6 +48,8 @@ struct Spec {
     target: Target,
     /// The `Host` header: the server's address as written.
     host: HeaderValue,
+    /// The pool's TLS settings: a change restarts the checker with the new client.
+    tls: Option<UpstreamTls>,
 }
 
 struct Checker {
@@ -100,7 +103,7 @@ async fn supervise(state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
 
 /// Makes the running checkers exactly those `snap` asks for.
 fn reconcile(snap: &Snapshot, checkers: &mut HashMap<Key, Checker>) {
-    let mut wanted: HashMap<Key, (Arc<ServerSlot>, Spec)> = HashMap::new();
+    let mut wanted: HashMap<Key, (Arc<ServerSlot>, Spec, UpstreamTlsSlot)> = HashMap::new();
     for (p, pool) in snap.table.pools.iter().enumerate() {
         let Some(check) = &pool.health else { continue };
         for (s, server) in pool.servers.iter().enumerate() {
@@ -117,9 +120,11 @@ fn reconcile(snap: &Snapshot, checkers: &mut HashMap<Key, Checker>) {
                 check: check.clone(),
                 target: server.target.clone(),
                 host,
+                tls: pool.tls.clone(),
             };
+            let client = snap.upstream_tls.get(usize::from(p)).cloned().flatten();
             let key = (pool.name.clone(), server.addr.clone());
-            wanted.insert(key, (Arc::clone(slot), spec));
+            wanted.insert(key, (Arc::clone(slot), spec, client));
         }
     }
     let stale: Vec<Key> = checkers
@@ -127,7 +132,7 @@ fn reconcile(snap: &Snapshot, checkers: &mut HashMap<Key, Checker>) {
         .filter(|(key, c)| {
             wanted
                 .get(*key)
-                .is_none_or(|(slot, spec)| !Arc::ptr_eq(slot, &c.slot) || *spec != c.spec)
+                .is_none_or(|(slot, spec, _)| !Arc::ptr_eq(slot, &c.slot) || *spec != c.spec)
         })
         .map(|(key, _)| key.clone())
         .collect();
@@ -135,16 +140,16 @@ fn reconcile(snap: &Snapshot, checkers: &mut HashMap<Key, Checker>) {
         if let Some(checker) = checkers.remove(&key) {
             let continues = wanted
                 .get(&key)
-                .is_some_and(|(slot, _)| Arc::ptr_eq(slot, &checker.slot));
+                .is_some_and(|(slot, _, _)| Arc::ptr_eq(slot, &checker.slot));
             stop(checker, continues);
         }
     }
-    for (key, (slot, spec)) in wanted {
+    for (key, (slot, spec, client)) in wanted {
         if checkers.contains_key(&key) {
             continue;
         }
         slot.active.checked.store(true, Ordering::Relaxed);
-        let task = tokio::spawn(run(Arc::clone(&slot), spec.clone()));
+        let task = tokio::spawn(run(Arc::clone(&slot), spec.clone(), client));
         checkers.insert(key, Checker { slot, spec, task });
     }
 }
@@ -165,22 +170,23 @@ fn stop(checker: Checker, continues: bool) {
     passive::check_passed(slot);
 }
 
-async fn run(slot: Arc<ServerSlot>, spec: Spec) {
+async fn run(slot: Arc<ServerSlot>, spec: Spec, tls: UpstreamTlsSlot) {
     let interval = spec.check.interval;
     let first = interval.mul_f64(rand::thread_rng().gen_range(0.0..1.0));
     tokio::time::sleep(first).await;
     loop {
-        let passed = probe(&spec).await;
+        let passed = probe(&spec, tls.as_ref()).await;
         record(&slot, &spec.check, passed);
         let jitter = rand::thread_rng().gen_range(0.9..1.1);
         tokio::time::sleep(interval.mul_f64(jitter)).await;
     }
 }
 
-/// One check on a new connection: `true` for a 2xx within `timeout`.
-async fn probe(spec: &Spec) -> bool {
+/// One check on a new connection (over the pool's TLS, when it has some): `true` for a 2xx
+/// within `timeout`.
+async fn probe(spec: &Spec, tls: Option<&Result<UpstreamClient, Arc<str>>>) -> bool {
     let attempt = async {
-        let mut sender = upstream::connect(&spec.target, spec.check.timeout, false)
+        let mut sender = upstream::connect(&spec.target, spec.check.timeout, false, tls)
             .await
             .ok()?;
         let mut req = Request::get(&*spec.check.path).body(ReqBody::Empty).ok()?;

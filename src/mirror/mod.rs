@@ -397,6 +397,8 @@ async fn exchange(
     let _in_flight = snap.slots.server(pool, server).begin();
     let conns = snap.conns.server(pool, server);
     let target = &snap.table.pool(pool).servers[usize::from(server)].target;
+    // The mirror pool's own TLS, as for any request to its servers.
+    let tls = snap.upstream_tls[usize::from(pool)].as_ref();
     let timeout = settings.request_timeout;
     let head = async {
         let mut fresh = false;
@@ -409,7 +411,7 @@ async fn exchange(
             let reused = kept.is_some();
             let mut sender = match kept {
                 Some(sender) => sender,
-                None => upstream::connect(target, settings.connect_timeout, false).await?,
+                None => upstream::connect(target, settings.connect_timeout, false, tls).await?,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok::<_, CopyError>((resp, sender)),

@@ -103,9 +103,9 @@ async fn send(
             };
             outcome::report(snap, &attempt);
         };
-        let obtained =
-            tokio::time::timeout_at(deadline, obtain(conns, target, settings, fresh, upgrading))
-                .await;
+        let tls = snap.upstream_tls[usize::from(decision.pool)].as_ref();
+        let obtaining = obtain(conns, target, settings, fresh, upgrading, tls);
+        let obtained = tokio::time::timeout_at(deadline, obtaining).await;
         let (mut sender, reused) = match obtained {
             Err(_) => {
                 report(Ended::Failed(ErrorKind::Timeout), false);
@@ -113,7 +113,11 @@ async fn send(
             }
             Ok(Ok(found)) => found,
             Ok(Err(e)) => {
-                tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
+                if e.is_tls() {
+                    tracing::warn!(pool = %pool.name, server = %slot.addr, error = %e, "upstream TLS failed");
+                } else {
+                    tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
+                }
                 report(Ended::Failed(ErrorKind::Connect), false);
                 attempt += 1;
                 let next = (attempt <= settings.retries)
@@ -229,6 +233,7 @@ async fn obtain(
     settings: &ProxySettings,
     fresh: bool,
     upgrading: bool,
+    tls: Option<&Result<crate::tls::UpstreamClient, std::sync::Arc<str>>>,
 ) -> Result<(Sender, bool), upstream::ConnectError> {
     if !fresh {
         let now = Instant::now();
@@ -236,7 +241,7 @@ async fn obtain(
             return Ok((sender, true));
         }
     }
-    let sender = upstream::connect(target, settings.connect_timeout, upgrading).await?;
+    let sender = upstream::connect(target, settings.connect_timeout, upgrading, tls).await?;
     Ok((sender, false))
 }
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::route::table::Target;
+use crate::tls::UpstreamClient;
 use crate::upstream::Sender;
 
 /// A connection's byte stream. Every transport veer speaks is a variant here, so that the
@@ -20,6 +21,9 @@ use crate::upstream::Sender;
 #[derive(Debug)]
 pub enum Io {
     Tcp(TcpStream),
+    /// TLS over TCP: a client's connection to `listen.https`, or one to a server of a pool
+    /// with `tls`.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 impl Io {
@@ -27,6 +31,7 @@ impl Io {
     pub fn scheme(&self) -> Scheme {
         match self {
             Io::Tcp(_) => Scheme::Http,
+            Io::Tls(_) => Scheme::Https,
         }
     }
 }
@@ -55,6 +60,7 @@ impl AsyncRead for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -67,6 +73,7 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -77,24 +84,28 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Io::Tcp(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -106,6 +117,8 @@ pub enum ConnectError {
     Timeout { target: String, after: Duration },
     #[error("connect to {target}: {source}")]
     Io { target: String, source: io::Error },
+    #[error("TLS with {target}: {reason}")]
+    Tls { target: String, reason: String },
     #[error("HTTP/1.1 handshake with {target}: {source}")]
     Handshake {
         target: String,
@@ -113,21 +126,46 @@ pub enum ConnectError {
     },
 }
 
-/// Opens a new HTTP/1.1 connection to `target`. `upgrades`: the connection may be taken over by
-/// an `Upgrade` (WebSocket) exchange; such a connection is never pooled.
+impl ConnectError {
+    /// A TLS failure (verification, handshake, unusable files), as opposed to the network.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ConnectError::Tls { .. })
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `target`, over TLS when `tls` is set (a slot holding an
+/// error fails: never plain text where TLS was asked for). `upgrades`: the connection may be
+/// taken over by an `Upgrade` (WebSocket) exchange; such a connection is never pooled.
 pub async fn connect(
     target: &Target,
     timeout: Duration,
     upgrades: bool,
+    tls: Option<&Result<UpstreamClient, std::sync::Arc<str>>>,
 ) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, open(target)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => {
-            return Err(ConnectError::Io {
+    let opening = async {
+        let tcp = open(target).await.map_err(|source| ConnectError::Io {
+            target: target.to_string(),
+            source,
+        })?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Io::Tcp(tcp)),
+            Some(Err(reason)) => Err(ConnectError::Tls {
                 target: target.to_string(),
-                source,
-            })
+                reason: reason.to_string(),
+            }),
+            Some(Ok(client)) => match client.connect(target, tcp).await {
+                Ok(stream) => Ok(Io::Tls(Box::new(stream.into()))),
+                Err(e) => Err(ConnectError::Tls {
+                    target: target.to_string(),
+                    reason: e.to_string(),
+                }),
+            },
         }
+    };
+    let stream = match tokio::time::timeout(timeout, opening).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(ConnectError::Timeout {
                 target: target.to_string(),
@@ -135,9 +173,8 @@ pub async fn connect(
             })
         }
     };
-    let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(Io::Tcp(stream)))
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake {
             target: target.to_string(),

@@ -122,7 +122,12 @@ impl Pools {
                 pool.servers
                     .iter()
                     .map(|server| {
-                        known.get((pool.name.clone(), server.addr.clone()), Default::default)
+                        // A connection made under other TLS settings (or none) is never reused.
+                        let addr = match &pool.tls {
+                            None => server.addr.clone(),
+                            Some(tls) => format!("{} {tls:?}", server.addr).into(),
+                        };
+                        known.get((pool.name.clone(), addr), Default::default)
                     })
                     .collect()
             })
@@ -189,7 +194,7 @@ mod tests {
     }
 
     async fn open(target: &Target) -> Sender {
-        connect::connect(target, Duration::from_secs(5), false)
+        connect::connect(target, Duration::from_secs(5), false, None)
             .await
             .unwrap()
     }

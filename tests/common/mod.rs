@@ -18,6 +18,7 @@ pub mod config;
 pub mod metrics;
 pub mod process;
 pub mod requests;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
