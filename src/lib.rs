@@ -1,7 +1,8 @@
 //! veer: a layer-7 reverse proxy that shifts traffic between versions of an application.
 //!
 //! The map of the house: `config` turns text into a `route::Table`; `route` decides where a
-//! request goes; `proxy` and `upstream` move its bytes; `health` knows about servers; `server`
+//! request goes; `proxy` and `upstream` move its bytes; `health` knows about servers; `stats` counts
+//! each route's requests per pool and `rollout` walks a canary through its plan on them; `server`
 //! owns listeners and connections; `state` holds the shared handles; `run` ties them together
 //! for the CLI; `demo` is the embedded default.
 
@@ -19,9 +20,11 @@ pub mod metrics;
 pub mod outcome;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod telemetry;
 pub mod upstream;

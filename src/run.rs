@@ -190,6 +190,7 @@ async fn launch(
         tracing::info!(path = %path.display(), "upgrade socket listening");
     }
     crate::health::active::spawn(Arc::clone(&state), shutdown.subscribe());
+    crate::rollout::driver::spawn(Arc::clone(&control), shutdown.subscribe());
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),

@@ -32,6 +32,8 @@ pub struct State {
     pools: Pools,
     lanes: LaneRegistry,
     access_log: AtomicBool,
+    /// The rollout driver's last analysis per route.
+    pub rollouts: crate::rollout::driver::Analyses,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
 }
@@ -57,6 +59,7 @@ impl State {
             pools,
             lanes,
             access_log: AtomicBool::new(false),
+            rollouts: Default::default(),
             installed: watch::Sender::new(0),
         }
     }

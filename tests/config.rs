@@ -998,9 +998,13 @@ fn defaults_are_applied() {
     );
     assert_eq!(
         (plan.interval, plan.max_p99),
-        (Duration::from_secs(60), Duration::from_millis(500))
+        (Duration::from_secs(60), None)
     );
-    assert_eq!((plan.max_error_rate, plan.min_requests), (0.01, 50));
+    // No limit unless set: a plan without any is a timed ramp.
+    assert_eq!(
+        (plan.max_error_rate, plan.min_requests, plan.compare),
+        (None, 50, None)
+    );
 }
 
 #[test]

@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use raw::{
-    RawAdmin, RawBalance, RawCertificate, RawConfig, RawHealth, RawListen, RawLog, RawLogFormat,
-    RawMirror, RawOutlier, RawPin, RawPool, RawProxy, RawRollout, RawRoute, RawServer, RawSize,
-    RawSticky, RawTls, RawUpstreamTls, RawWeightedServer,
+    RawAdmin, RawBalance, RawCertificate, RawCompare, RawConfig, RawHealth, RawListen, RawLog,
+    RawLogFormat, RawMirror, RawOutlier, RawPin, RawPool, RawProxy, RawRollout, RawRoute,
+    RawServer, RawSize, RawSticky, RawTls, RawUpstreamTls, RawWeightedServer,
 };
 
 use crate::route::Table;
@@ -237,12 +237,6 @@ impl Compiled {
             if route.mirror.is_some() {
                 out.push(format!(
                     "routes.{}.mirror: shadow mirroring is not done by this version",
-                    route.name
-                ));
-            }
-            if route.rollout.is_some() {
-                out.push(format!(
-                    "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",
                     route.name
                 ));
             }

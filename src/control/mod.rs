@@ -21,7 +21,7 @@ use persist::{read_state_file, write_state_file, StateLock};
 /// Rollout events kept per route; older ones are dropped.
 const MAX_HISTORY: usize = 100;
 
-/// A change asked for by an operator (or, later, the rollout driver).
+/// A change asked for by an operator or by the rollout driver (`RolloutStep`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Set a route's weights. Pools already in the split keep their order (so the ramp keeps
@@ -47,6 +47,23 @@ pub enum Change {
     },
     /// Replace the whole config (`PUT /api/v1/config`).
     Replace(Box<RawConfig>),
+    /// The rollout driver's decision for a step. Applies only while the rollout is still
+    /// progressing at `step` (an operator's change in between wins); never pauses anything.
+    RolloutStep {
+        route: String,
+        step: usize,
+        verdict: StepVerdict,
+        /// Why, with the figures that decided.
+        reason: String,
+    },
+}
+
+/// What the rollout driver does to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepVerdict {
+    Advance,
+    Promote,
+    RollBack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +73,17 @@ pub enum RolloutAction {
     Pause,
     Resume,
     Abort,
+}
+
+impl RolloutAction {
+    fn past(self) -> &'static str {
+        match self {
+            RolloutAction::Start => "started",
+            RolloutAction::Pause => "paused",
+            RolloutAction::Resume => "resumed",
+            RolloutAction::Abort => "aborted",
+        }
+    }
 }
 
 /// Where a rollout stands.
@@ -83,6 +111,14 @@ pub struct RolloutEvent {
     /// Seconds since the Unix epoch.
     pub at: u64,
     pub event: String,
+    /// The state left and the state entered, like `progressing(1)` and `rolled_back`.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    /// Why: the operator's action, or the figures the analysis decided on.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Why a change was not applied. Nothing of it is applied, whichever it is.
@@ -516,7 +552,9 @@ fn change_runtime(
         Change::Split { route, weights } => {
             let current = current_split(runtime, base, &route)?;
             let split = merge_split(&current, &weights);
-            route_entry(runtime, base, &route)?.split = Some(split);
+            let entry = route_entry(runtime, base, &route)?;
+            entry.split = Some(split);
+            pause_for_operator(entry, "split");
         }
         Change::Promote { route, pool } => {
             if !base.pools.contains_key(&pool) {
@@ -524,25 +562,9 @@ fn change_runtime(
             }
             let current = current_split(runtime, base, &route)?;
             let split = only(&current, &pool);
-            let canary = find_route(base, &route)?
-                .rollout
-                .as_ref()
-                .map(|p| p.canary.clone());
             let entry = route_entry(runtime, base, &route)?;
             entry.split = Some(split);
-            // Promoting the canary by hand ends a rollout as promoted; promoting anything else
-            // ends it rolled back.
-            if let (Some(status), Some(canary)) = (entry.rollout.as_mut(), canary) {
-                if status.state.under_way() {
-                    status.record(if pool == canary {
-                        RolloutState::Promoted
-                    } else {
-                        RolloutState::RolledBack {
-                            reason: format!("{pool} promoted by an operator"),
-                        }
-                    });
-                }
-            }
+            pause_for_operator(entry, &format!("promote of {pool}"));
         }
         Change::Rollback { route } => {
             let current = current_split(runtime, base, &route)?;
@@ -553,13 +575,7 @@ fn change_runtime(
             };
             let entry = route_entry(runtime, base, &route)?;
             entry.split = Some(only(&current, &stable));
-            if let Some(status) = entry.rollout.as_mut() {
-                if status.state.under_way() || status.state == RolloutState::Promoted {
-                    status.record(RolloutState::RolledBack {
-                        reason: "rolled back by an operator".into(),
-                    });
-                }
-            }
+            pause_for_operator(entry, "rollback");
         }
         Change::Drain { pool, addr, drain } => {
             let def = base
@@ -580,6 +596,12 @@ fn change_runtime(
             }
         }
         Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
+        Change::RolloutStep {
+            route,
+            step,
+            verdict,
+            reason,
+        } => rollout_step(runtime, base, &route, step, verdict, reason)?,
         Change::Replace(config) => {
             // Settings a running process cannot take up come from the file alone: the
             // listeners, TLS, the admin section (the API cannot change its own access or where
@@ -729,9 +751,16 @@ fn rollout(
         (RolloutAction::Pause, RolloutState::Progressing { step }) => {
             (RolloutState::Paused { step: *step }, None)
         }
-        (RolloutAction::Resume, RolloutState::Paused { step }) => {
-            (RolloutState::Progressing { step: *step }, None)
-        }
+        // Resuming puts the step's weights back, whatever an operator set while paused.
+        (RolloutAction::Resume, RolloutState::Paused { step }) => (
+            RolloutState::Progressing { step: *step },
+            Some(canary_split(
+                &current,
+                &plan.stable,
+                &plan.canary,
+                percent(*step),
+            )),
+        ),
         (RolloutAction::Abort, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => (
             RolloutState::RolledBack {
                 reason: "aborted by an operator".into(),
@@ -754,7 +783,66 @@ fn rollout(
             state: RolloutState::Idle,
             history: Vec::new(),
         })
-        .record(next);
+        .record(next, format!("{} by an operator", action.past()));
+    Ok(())
+}
+
+/// An operator's split, promote or rollback while a rollout progresses pauses it at its step,
+/// so that the driver does not fight the operator; `resume` takes it up again.
+fn pause_for_operator(entry: &mut RouteRuntime, what: &str) {
+    if let Some(status) = entry.rollout.as_mut() {
+        if let RolloutState::Progressing { step } = status.state {
+            status.record(
+                RolloutState::Paused { step },
+                format!("paused by an operator's {what}"),
+            );
+        }
+    }
+}
+
+/// Applies the driver's verdict on `step`, unless the rollout has moved on since.
+fn rollout_step(
+    runtime: &mut Runtime,
+    base: &RawConfig,
+    route: &str,
+    step: usize,
+    verdict: StepVerdict,
+    reason: String,
+) -> Result<(), ControlError> {
+    let def = find_route(base, route)?;
+    let Some(plan) = def.rollout.clone() else {
+        return Err(ControlError::invalid(
+            "rollout",
+            format!("route {route:?} has no [routes.rollout] plan"),
+        ));
+    };
+    let current = current_split(runtime, base, route)?;
+    let entry = route_entry(runtime, base, route)?;
+    let Some(status) = entry.rollout.as_mut() else {
+        return Err(ControlError::invalid("rollout", "no rollout is under way"));
+    };
+    if status.state != (RolloutState::Progressing { step }) {
+        return Err(ControlError::invalid(
+            "rollout",
+            format!("the rollout is no longer progressing at step {step}"),
+        ));
+    }
+    let (next, percent) = match verdict {
+        StepVerdict::Advance => {
+            let next = step + 1;
+            let percent = plan.steps.get(next).copied().unwrap_or(100);
+            (RolloutState::Progressing { step: next }, percent)
+        }
+        StepVerdict::Promote => (RolloutState::Promoted, 100),
+        StepVerdict::RollBack => (
+            RolloutState::RolledBack {
+                reason: reason.clone(),
+            },
+            0,
+        ),
+    };
+    status.record(next, reason);
+    entry.split = Some(canary_split(&current, &plan.stable, &plan.canary, percent));
     Ok(())
 }
 
@@ -780,6 +868,16 @@ impl RolloutState {
         )
     }
 
+    /// The state with its step, like `progressing(2)`.
+    pub fn label(&self) -> String {
+        match self {
+            RolloutState::Progressing { step } | RolloutState::Paused { step } => {
+                format!("{}({step})", self.name())
+            }
+            other => other.name().to_string(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             RolloutState::Idle => "idle",
@@ -792,17 +890,25 @@ impl RolloutState {
 }
 
 impl RolloutStatus {
-    fn record(&mut self, state: RolloutState) {
+    fn record(&mut self, state: RolloutState, reason: String) {
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let from = self.state.label();
+        let to = state.label();
         let event = match &state {
             RolloutState::Progressing { step } => format!("progressing (step {step})"),
             RolloutState::Paused { step } => format!("paused (step {step})"),
             RolloutState::RolledBack { reason } => format!("rolled back: {reason}"),
             other => other.name().to_string(),
         };
-        self.history.push(RolloutEvent { at, event });
+        self.history.push(RolloutEvent {
+            at,
+            event,
+            from,
+            to,
+            reason,
+        });
         if self.history.len() > MAX_HISTORY {
             let excess = self.history.len() - MAX_HISTORY;
             self.history.drain(..excess);
@@ -1060,6 +1166,59 @@ split = { blue = 1 }
             None,
         );
         assert!(matches!(no_plan, Err(ControlError::Invalid(_))));
+    }
+
+    #[test]
+    fn driver_steps_apply_only_to_the_step_they_judged_and_operators_pause() {
+        let c = control("");
+        let start = Change::Rollout {
+            route: "web".into(),
+            action: RolloutAction::Start,
+        };
+        c.apply(start, None).unwrap();
+        let driver = |step, verdict| {
+            c.apply(
+                Change::RolloutStep {
+                    route: "web".into(),
+                    step,
+                    verdict,
+                    reason: "figures".into(),
+                },
+                None,
+            )
+        };
+        driver(0, StepVerdict::Advance).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 80), ("green".into(), 20)]
+        );
+        // A verdict on a step the rollout has left is refused and changes nothing.
+        assert!(matches!(
+            driver(0, StepVerdict::RollBack),
+            Err(ControlError::Invalid(_))
+        ));
+        let split = Change::Split {
+            route: "web".into(),
+            weights: split(&[("blue", 60), ("green", 40)]),
+        };
+        c.apply(split, None).unwrap();
+        let status = c.runtime().routes["web"].rollout.clone().unwrap();
+        assert_eq!(status.state, RolloutState::Paused { step: 1 });
+        let last = status.history.last().unwrap();
+        assert_eq!(
+            (last.from.as_str(), last.to.as_str(), last.reason.as_str()),
+            (
+                "progressing(1)",
+                "paused(1)",
+                "paused by an operator's split"
+            )
+        );
+        // Paused: the driver's verdicts no longer apply.
+        assert!(driver(1, StepVerdict::Advance).is_err());
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 60), ("green".into(), 40)]
+        );
     }
 
     #[test]
