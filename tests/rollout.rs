@@ -464,3 +464,37 @@ async fn compare_rolls_back_a_canary_worse_than_stable_under_a_loose_fixed_limit
         "{reason}"
     );
 }
+
+/// The address printed on the demo's line that starts with `label`.
+async fn demo_addr(veer: &mut VeerProcess, label: &str) -> std::net::SocketAddr {
+    let line = veer
+        .log_line(common::IO_TIMEOUT, |line| line.trim().starts_with(label))
+        .await
+        .expect("the demo prints its addresses");
+    let rest = line.trim().strip_prefix(label).unwrap();
+    let url = rest.split_whitespace().next().unwrap();
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_rolls_back_a_rollout_once_green_is_made_to_fail() {
+    let mut cmd = common::veer_cmd();
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let mut veer = VeerProcess::spawn(cmd);
+    let proxy = demo_addr(&mut veer, "proxy").await;
+    let admin = demo_addr(&mut veer, "admin API").await;
+    let green = demo_addr(&mut veer, "green v2").await;
+    let api = Api::at(admin, None);
+    act(&api, "web", "start").await;
+    let failing = common::get(green, "/_demo/fail?percent=50", &[]).await;
+    assert_eq!(failing.body, "green now fails 50% of its requests\n");
+    // The demo's own traffic would do; more makes the test quicker.
+    let traffic = load(proxy, "/", 2);
+    let back = wait_state(&api, "web", "rolled_back").await;
+    traffic.stop().await;
+    assert!(
+        back["reason"].as_str().unwrap().contains("canary"),
+        "{back}"
+    );
+    veer.stop_expecting_0("-INT", common::IO_TIMEOUT).await;
+}
