@@ -228,7 +228,11 @@ pub(super) fn rollout(
             state: RolloutState::Idle,
             history: Vec::new(),
         })
-        .record(next, format!("{} by an operator", action.past()));
+        .record(
+            next,
+            format!("{} by an operator", action.past()),
+            now_secs(),
+        );
     Ok(())
 }
 
@@ -240,6 +244,7 @@ pub(super) fn pause_for_operator(entry: &mut RouteRuntime, what: &str) {
             status.record(
                 RolloutState::Paused { step },
                 format!("paused by an operator's {what}"),
+                now_secs(),
             );
         }
     }
@@ -286,7 +291,7 @@ pub(super) fn rollout_step(
             0,
         ),
     };
-    status.record(next, reason);
+    status.record(next, reason, now_secs());
     entry.split = Some(canary_split(&current, &plan.stable, &plan.canary, percent));
     Ok(())
 }
@@ -302,4 +307,11 @@ pub(super) fn canary_split(
     weights.insert(stable.to_string(), 100 - percent.min(100));
     weights.insert(canary.to_string(), percent.min(100));
     merge_split(current, &weights)
+}
+
+/// Seconds since the Unix epoch, for the rollout history.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

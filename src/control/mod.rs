@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
+
+pub use crate::rollout::machine::{RolloutAction, RolloutEvent, RolloutState, RolloutStatus};
 
 use crate::config::{self, Compiled, ConfigError, ConfigErrors, RawConfig, Settings};
 use crate::state::State;
@@ -22,9 +23,6 @@ use changes::change_runtime;
 use overlay::{base_config, effective_config, keep_restart_only, settle};
 pub use overlay::{fingerprint, restart_needed};
 use persist::{read_state_file, write_state_file, StateLock};
-
-/// Rollout events kept per route; older ones are dropped.
-const MAX_HISTORY: usize = 100;
 
 /// A change asked for by an operator or by the rollout driver (`RolloutStep`).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,61 +67,6 @@ pub enum StepVerdict {
     Advance,
     Promote,
     RollBack,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RolloutAction {
-    Start,
-    Pause,
-    Resume,
-    Abort,
-}
-
-impl RolloutAction {
-    fn past(self) -> &'static str {
-        match self {
-            RolloutAction::Start => "started",
-            RolloutAction::Pause => "paused",
-            RolloutAction::Resume => "resumed",
-            RolloutAction::Abort => "aborted",
-        }
-    }
-}
-
-/// Where a rollout stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum RolloutState {
-    Idle,
-    Progressing { step: usize },
-    Paused { step: usize },
-    Promoted,
-    RolledBack { reason: String },
-}
-
-/// A rollout's state and what happened to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutStatus {
-    #[serde(flatten)]
-    pub state: RolloutState,
-    #[serde(default)]
-    pub history: Vec<RolloutEvent>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutEvent {
-    /// Seconds since the Unix epoch.
-    pub at: u64,
-    pub event: String,
-    /// The state left and the state entered, like `progressing(1)` and `rolled_back`.
-    #[serde(default)]
-    pub from: String,
-    #[serde(default)]
-    pub to: String,
-    /// Why: the operator's action, or the figures the analysis decided on.
-    #[serde(default)]
-    pub reason: String,
 }
 
 /// Why a change was not applied. Nothing of it is applied, whichever it is.
@@ -467,64 +410,6 @@ impl Control {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl RolloutState {
-    /// Progressing or paused: the rollout owns the route's weights.
-    pub fn under_way(&self) -> bool {
-        matches!(
-            self,
-            RolloutState::Progressing { .. } | RolloutState::Paused { .. }
-        )
-    }
-
-    /// The state with its step, like `progressing(2)`.
-    pub fn label(&self) -> String {
-        match self {
-            RolloutState::Progressing { step } | RolloutState::Paused { step } => {
-                format!("{}({step})", self.name())
-            }
-            other => other.name().to_string(),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            RolloutState::Idle => "idle",
-            RolloutState::Progressing { .. } => "progressing",
-            RolloutState::Paused { .. } => "paused",
-            RolloutState::Promoted => "promoted",
-            RolloutState::RolledBack { .. } => "rolled_back",
-        }
-    }
-}
-
-impl RolloutStatus {
-    fn record(&mut self, state: RolloutState, reason: String) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let from = self.state.label();
-        let to = state.label();
-        let event = match &state {
-            RolloutState::Progressing { step } => format!("progressing (step {step})"),
-            RolloutState::Paused { step } => format!("paused (step {step})"),
-            RolloutState::RolledBack { reason } => format!("rolled back: {reason}"),
-            other => other.name().to_string(),
-        };
-        self.history.push(RolloutEvent {
-            at,
-            event,
-            from,
-            to,
-            reason,
-        });
-        if self.history.len() > MAX_HISTORY {
-            let excess = self.history.len() - MAX_HISTORY;
-            self.history.drain(..excess);
-        }
-        self.state = state;
     }
 }
 

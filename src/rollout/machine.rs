@@ -1,12 +1,14 @@
 //! The rollout judge: a pure `step(plan, windows, now) -> Verdict`, with no clock, no I/O and
 //! no state of its own, so that the driver and the tests share it. It reads the canary's and
 //! the stable pool's windows since the step began and says whether to keep watching, hold,
-//! go on, or roll back, with the figures that made the decision.
+//! go on, or roll back, with the figures that made the decision. The rollout's states
+//! (`RolloutState`), the operator's actions on them and the recorded history live here too;
+//! `control` applies them to the runtime state under its lock, with the time passed in.
 
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::route::table::RolloutPlan;
@@ -236,6 +238,121 @@ pub fn normal_quantile(p: f64) -> f64 {
     let (c0, c1, c2) = (2.515517, 0.802853, 0.010328);
     let (d1, d2, d3) = (1.432788, 0.189269, 0.001308);
     sign * (t - (c0 + c1 * t + c2 * t * t) / (1.0 + d1 * t + d2 * t * t + d3 * t * t * t))
+}
+
+/// Rollout events kept per route; older ones are dropped.
+const MAX_HISTORY: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    Start,
+    Pause,
+    Resume,
+    Abort,
+}
+
+impl RolloutAction {
+    pub fn past(self) -> &'static str {
+        match self {
+            RolloutAction::Start => "started",
+            RolloutAction::Pause => "paused",
+            RolloutAction::Resume => "resumed",
+            RolloutAction::Abort => "aborted",
+        }
+    }
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RolloutState {
+    Idle,
+    Progressing { step: usize },
+    Paused { step: usize },
+    Promoted,
+    RolledBack { reason: String },
+}
+
+/// A rollout's state and what happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub state: RolloutState,
+    #[serde(default)]
+    pub history: Vec<RolloutEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub event: String,
+    /// The state left and the state entered, like `progressing(1)` and `rolled_back`.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    /// Why: the operator's action, or the figures the analysis decided on.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl RolloutState {
+    /// Progressing or paused: the rollout owns the route's weights.
+    pub fn under_way(&self) -> bool {
+        matches!(
+            self,
+            RolloutState::Progressing { .. } | RolloutState::Paused { .. }
+        )
+    }
+
+    /// The state with its step, like `progressing(2)`.
+    pub fn label(&self) -> String {
+        match self {
+            RolloutState::Progressing { step } | RolloutState::Paused { step } => {
+                format!("{}({step})", self.name())
+            }
+            other => other.name().to_string(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutState::Idle => "idle",
+            RolloutState::Progressing { .. } => "progressing",
+            RolloutState::Paused { .. } => "paused",
+            RolloutState::Promoted => "promoted",
+            RolloutState::RolledBack { .. } => "rolled_back",
+        }
+    }
+}
+
+impl RolloutStatus {
+    /// Enters `state`, recording the event at `at` (seconds since the Unix epoch) with its
+    /// reason; the oldest events past `MAX_HISTORY` are dropped.
+    pub fn record(&mut self, state: RolloutState, reason: String, at: u64) {
+        let from = self.state.label();
+        let to = state.label();
+        let event = match &state {
+            RolloutState::Progressing { step } => format!("progressing (step {step})"),
+            RolloutState::Paused { step } => format!("paused (step {step})"),
+            RolloutState::RolledBack { reason } => format!("rolled back: {reason}"),
+            other => other.name().to_string(),
+        };
+        self.history.push(RolloutEvent {
+            at,
+            event,
+            from,
+            to,
+            reason,
+        });
+        if self.history.len() > MAX_HISTORY {
+            let excess = self.history.len() - MAX_HISTORY;
+            self.history.drain(..excess);
+        }
+        self.state = state;
+    }
 }
 
 #[cfg(test)]
