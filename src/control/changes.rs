@@ -38,6 +38,19 @@ pub(super) fn change_runtime(
             let entry = route_entry(runtime, base, &route)?;
             entry.split = Some(only(&current, &stable));
             pause_for_operator(entry, "rollback");
+            // A rollback after a promotion undoes it: the rollout is rolled back, not promoted.
+            if let Some(status) = entry.rollout.as_mut() {
+                if status.state == RolloutState::Promoted {
+                    let reason = "rolled back by an operator after promotion";
+                    status.record(
+                        RolloutState::RolledBack {
+                            reason: reason.into(),
+                        },
+                        reason.into(),
+                        now_secs(),
+                    );
+                }
+            }
         }
         Change::Drain { pool, addr, drain } => {
             let def = base

@@ -694,6 +694,25 @@ split = { blue = 1 }
             weights(&c, "web"),
             vec![("blue".into(), 60), ("green".into(), 40)]
         );
+        let resume = Change::Rollout {
+            route: "web".into(),
+            action: RolloutAction::Resume,
+        };
+        c.apply(resume, None).unwrap();
+        driver(1, StepVerdict::Promote).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 0), ("green".into(), 100)]
+        );
+        let rollback = Change::Rollback {
+            route: "web".into(),
+        };
+        c.apply(rollback, None).unwrap();
+        let status = c.runtime().routes["web"].rollout.clone().unwrap();
+        assert!(
+            matches!(status.state, RolloutState::RolledBack { .. }),
+            "{status:?}"
+        );
     }
 
     #[test]
