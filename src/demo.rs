@@ -1,10 +1,15 @@
 //! `veer demo`: the embedded default. Two small app versions (blue v1 and green v2) on loopback,
 //! veer in front of them with a 90/10 split, sticky sessions and an `x-canary` pin, and a list
-//! of things to try. Everything runs in this one process and stops on Ctrl-C.
+//! of things to try. A light stream of requests (`TRAFFIC_PER_SECOND`) flows through the proxy
+//! so that a rollout started with `veer ctl rollout web start` walks its steps by itself, and
+//! green can be told to fail a share of its requests (`/_demo/fail?percent=N`) to watch the
+//! automatic rollback. Everything runs in this one process and stops on Ctrl-C.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
@@ -51,7 +56,11 @@ pool = "green"
 stable = "blue"
 canary = "green"
 steps = [10, 25, 50, 100]
-interval = "30s"
+interval = "20s"
+max_error_rate = 0.05
+max_p99 = "500ms"
+min_requests = 10
+compare = { max_error_increase = 0.02, max_p99_ratio = 2.0, confidence = 0.95 }
 "#;
 
 /// One demo app version: answers every request with a page in its colour.
@@ -60,17 +69,32 @@ pub struct App {
     pub name: &'static str,
     pub version: &'static str,
     pub colour: &'static str,
+    /// The percent of requests this app answers 500 (set through `/_demo/fail?percent=N`).
+    pub fail_percent: &'static AtomicU32,
+    served: &'static AtomicU64,
 }
+
+/// Requests per second the demo sends through the proxy by itself.
+pub const TRAFFIC_PER_SECOND: u64 = 20;
+
+static BLUE_FAIL: AtomicU32 = AtomicU32::new(0);
+static BLUE_SERVED: AtomicU64 = AtomicU64::new(0);
+static GREEN_FAIL: AtomicU32 = AtomicU32::new(0);
+static GREEN_SERVED: AtomicU64 = AtomicU64::new(0);
 
 pub const BLUE: App = App {
     name: "blue",
     version: "v1",
     colour: "#1f6feb",
+    fail_percent: &BLUE_FAIL,
+    served: &BLUE_SERVED,
 };
 pub const GREEN: App = App {
     name: "green",
     version: "v2",
     colour: "#2da44e",
+    fail_percent: &GREEN_FAIL,
+    served: &GREEN_SERVED,
 };
 
 impl App {
@@ -88,6 +112,27 @@ impl App {
     }
 
     fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/_demo/fail" {
+            let percent = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("percent="))
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(100)
+                .min(100);
+            self.fail_percent.store(percent, Ordering::Relaxed);
+            return text(
+                http::StatusCode::OK,
+                format!("{} now fails {percent}% of its requests\n", self.name),
+            );
+        }
+        let n = self.served.fetch_add(1, Ordering::Relaxed);
+        if n % 100 < u64::from(self.fail_percent.load(Ordering::Relaxed)) {
+            return text(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{} {} failed (demo)\n", self.name, self.version),
+            );
+        }
         let wants_html = req
             .headers()
             .get(header::ACCEPT)
@@ -105,6 +150,34 @@ impl App {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
         resp
+    }
+}
+
+fn text(status: http::StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Sends `TRAFFIC_PER_SECOND` requests a second through the proxy, answers discarded, so that
+/// a rollout has traffic to judge.
+async fn traffic(proxy: SocketAddr) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / TRAFFIC_PER_SECOND));
+    loop {
+        tick.tick().await;
+        let Ok(uri) = format!("http://{proxy}/").parse::<http::Uri>() else {
+            return;
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await;
+        });
     }
 }
 
@@ -217,6 +290,7 @@ async fn run(listen: SocketAddr, admin: SocketAddr, tls: Option<DemoTls>) -> i32
         }
     };
     let admin = running.admin_addr.unwrap_or(admin);
+    tokio::spawn(traffic(running.http_addr));
     println!("{}", instructions(running.http_addr, admin, blue, green));
     if let (Some(https), Some(tls)) = (running.https_addr, &tls) {
         println!(
@@ -270,6 +344,12 @@ fn instructions(
          \x20 {veer} ctl --admin {admin} promote web green      # blue/green switch: 100% green\n\
          \x20 {veer} ctl --admin {admin} rollback web           # 100% back to blue\n\
          \x20 curl -s http://{admin}/api/v1/routes/web\n\n\
+         A progressive rollout (the demo sends {TRAFFIC_PER_SECOND} requests a second through the proxy):\n\n\
+         \x20 {veer} ctl --admin {admin} rollout web start      # green 10% -> 25% -> 50% -> 100%, 20s a step\n\
+         \x20 {veer} ctl --admin {admin} status                 # where the rollout stands\n\
+         \x20 curl -s 'http://{green}/_demo/fail?percent=30'    # green fails 30%: rolled back within seconds\n\
+         \x20 curl -s 'http://{green}/_demo/fail?percent=0'     # heal it, then start again\n\
+         \x20 {veer} ctl --admin {admin} rollout web pause      # or resume, abort\n\n\
          Ctrl-C stops everything.\n"
     )
 }

@@ -2,19 +2,21 @@
 //! table swaps exactly as the registry keeps servers: a lane that remains keeps its value, a new
 //! one gets a fresh value, and one no snapshot holds is forgotten. Held in the snapshot index
 //! for index with each route's split, so the hot path and the tasks that follow health never
-//! look a name up. Holds the lane's pre-registered metric handles today; per-lane counters
-//! (stats windows, rollout analysis) belong here too.
+//! look a name up. Holds the lane's pre-registered metric handles and its request statistics
+//! (`stats`), which rollout analysis reads.
 
 use std::sync::Arc;
 
 use crate::kept::Kept;
-use crate::route::table::{RouteId, Table};
+use crate::route::table::{PoolId, RouteId, Table};
 
 /// One (route, pool) lane.
 #[derive(Debug)]
 pub struct Lane {
     /// `veer_route_effective_percent{route, pool}`.
     pub effective: metrics::Gauge,
+    /// Attempts, errors and latencies of this route's requests to this pool.
+    pub stats: crate::stats::Stats,
 }
 
 impl Lane {
@@ -26,6 +28,7 @@ impl Lane {
                 "route" => route.to_string(),
                 "pool" => pool.to_string()
             ),
+            stats: crate::stats::Stats::default(),
         }
     }
 }
@@ -40,6 +43,14 @@ impl Lanes {
     /// The lane of a route's `entry`-th split entry.
     pub fn get(&self, route: RouteId, entry: usize) -> Option<&Arc<Lane>> {
         self.routes.get(usize::from(route))?.get(entry)
+    }
+
+    /// The lane of `pool` in `route`'s split (a short scan of the split); `None` for a pool
+    /// the split does not name (a pin may send a request there).
+    pub fn of_pool(&self, table: &Table, route: RouteId, pool: PoolId) -> Option<&Arc<Lane>> {
+        let split = &table.routes.get(usize::from(route))?.split;
+        let entry = split.iter().position(|e| e.pool == pool)?;
+        self.get(route, entry)
     }
 }
 

@@ -88,9 +88,6 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> i32 {
     match veer::config::load(path) {
         Ok(compiled) => {
-            for note in compiled.notes() {
-                eprintln!("{}: note: {note}", path.display());
-            }
             if let Err(refused) = compiled.admit() {
                 for problem in &refused.0 {
                     eprintln!("{}: {problem}", path.display());

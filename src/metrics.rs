@@ -11,6 +11,21 @@ pub const ROUTE_WEIGHT: &str = "veer_route_weight_percent";
 pub const ROUTE_EFFECTIVE: &str = "veer_route_effective_percent";
 pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
 pub const MIRROR_MISMATCHES: &str = "veer_mirror_mismatches_total";
+pub const ROLLOUT_STEP: &str = "veer_rollout_step";
+pub const ROLLOUTS: &str = "veer_rollouts_total";
+
+/// `veer_rollout_step{route}`: the step under way, counted from 1 (paused included); the
+/// number of steps once promoted; 0 when idle or rolled back. Set by the rollout driver.
+pub fn rollout_step(route: &str, step: usize) {
+    handle();
+    metrics::gauge!(ROLLOUT_STEP, "route" => route.to_string()).set(step as f64);
+}
+
+/// `veer_rollouts_total{route, outcome}`: a rollout ended `promoted` or `rolled_back`.
+pub fn rollout_ended(route: &str, outcome: &'static str) {
+    handle();
+    metrics::counter!(ROLLOUTS, "route" => route.to_string(), "outcome" => outcome).increment(1);
+}
 
 /// The process's Prometheus handle, installing the recorder the first time.
 pub fn handle() -> &'static PrometheusHandle {

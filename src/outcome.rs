@@ -1,6 +1,6 @@
 //! What one attempt to reach a server ended as, and the one place `proxy` reports it. Every
-//! consumer of per-attempt facts (passive ejection, upstream error metrics; later stats and
-//! rollout analysis) is reached from `report`, never from inside `proxy`. An `Outcome` is a
+//! consumer of per-attempt facts (passive ejection, upstream error metrics, the per-lane stats
+//! that rollout analysis reads) is reached from `report`, never from inside `proxy`. An `Outcome` is a
 //! small `Copy` value; reporting touches atomics and pre-registered metric handles only: no
 //! allocation, no lock, no label formatting.
 
@@ -85,6 +85,9 @@ impl Outcome {
 /// Reports one attempt to every consumer. Called by `proxy` exactly once per attempt, on the
 /// snapshot the request was decided on.
 pub fn report(snap: &Snapshot, outcome: &Outcome) {
+    if let Some(lane) = snap.lanes.of_pool(&snap.table, outcome.route, outcome.pool) {
+        lane.stats.record(outcome);
+    }
     let Some(slot) = snap.slots.get(outcome.pool, outcome.server) else {
         return;
     };

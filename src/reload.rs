@@ -101,7 +101,6 @@ pub async fn reload(
         );
     }
     let control = Arc::clone(control);
-    let notes = compiled.notes();
     let raw = compiled.raw;
     let applied = tokio::task::spawn_blocking(move || control.reload(raw)).await;
     let ok = matches!(applied, Ok(Ok(_)));
@@ -109,9 +108,6 @@ pub async fn reload(
     match applied {
         Ok(Ok(version)) => {
             tracing::info!(version, ?source, file = %path.display(), "config reloaded");
-            for note in notes {
-                tracing::warn!(file = %path.display(), "{note}");
-            }
             true
         }
         Ok(Err(e)) => {

@@ -213,6 +213,7 @@ async fn launch(
         tracing::info!(path = %path.display(), "upgrade socket listening");
     }
     crate::health::active::spawn(Arc::clone(&state), shutdown.subscribe());
+    crate::rollout::driver::spawn(Arc::clone(&control), shutdown.subscribe());
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),
@@ -364,9 +365,6 @@ async fn serve_until_signal(path: PathBuf, compiled: Compiled, upgrade: bool) ->
             return 1;
         }
     };
-    for note in compiled.notes() {
-        tracing::warn!("{note}");
-    }
     let settings = compiled.settings.clone();
     let loaded = reload::content_hash(&path);
     let takeover = if upgrade {

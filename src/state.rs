@@ -40,6 +40,8 @@ pub struct State {
     access_log: AtomicBool,
     /// The certificates `listen.https` handshakes use now.
     pub certificates: Arc<crate::tls::Store>,
+    /// The rollout driver's last analysis per route.
+    pub rollouts: crate::rollout::driver::Analyses,
     /// The version of each installed table, for tasks that follow swaps (health checks).
     installed: watch::Sender<u64>,
 }
@@ -70,6 +72,7 @@ impl State {
             mirrors,
             access_log: AtomicBool::new(false),
             certificates: Arc::default(),
+            rollouts: Default::default(),
             installed: watch::Sender::new(0),
         }
     }

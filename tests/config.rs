@@ -563,6 +563,34 @@ fn rollout_steps() {
 }
 
 #[test]
+fn rollout_compare_limits() {
+    let text = route(
+        "split = { blue = 100, green = 0 }\n\n[routes.rollout]\nstable = \"blue\"\ncanary = \"green\"\nsteps = [50]\n\
+         compare = { max_error_increase = 2.0, max_p99_ratio = 0.5, confidence = 1.5 }\n",
+    );
+    expect(
+        &text,
+        &[
+            (
+                "routes[0].rollout.compare.max_error_increase",
+                "2 is outside 0..=1",
+                "2.0",
+            ),
+            (
+                "routes[0].rollout.compare.max_p99_ratio",
+                "0.5 is below 1",
+                "0.5",
+            ),
+            (
+                "routes[0].rollout.compare.confidence",
+                "1.5 is outside 0.5..1",
+                "1.5",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn rollout_pools_and_limits() {
     let text = with_pools(
         "[pools.canary]\nservers = [\"127.0.0.1:9003\"]\n\n[[routes]]\nname = \"web\"\nsplit = { blue = 100 }\n\n\
@@ -1021,9 +1049,13 @@ fn defaults_are_applied() {
     );
     assert_eq!(
         (plan.interval, plan.max_p99),
-        (Duration::from_secs(60), Duration::from_millis(500))
+        (Duration::from_secs(60), None)
     );
-    assert_eq!((plan.max_error_rate, plan.min_requests), (0.01, 50));
+    // No limit unless set: a plan without any is a timed ramp.
+    assert_eq!(
+        (plan.max_error_rate, plan.min_requests, plan.compare),
+        (None, 50, None)
+    );
 }
 
 #[test]

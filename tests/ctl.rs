@@ -246,6 +246,23 @@ async fn rollout_start_on_a_route_with_a_plan() {
 }
 
 #[tokio::test]
+async fn a_split_during_a_rollout_pauses_it_and_ctl_says_so() {
+    let f = Fixture::start().await;
+    f.ok(&["rollout", "web", "start"]).await;
+    let out = f.ok(&["split", "web", "blue=70", "green=30"]).await;
+    assert!(
+        out.contains("rollout paused: step 1/4")
+            && out.contains("note: this change paused the rollout of web at step 0"),
+        "{out}"
+    );
+    let resumed = f.ok(&["rollout", "web", "resume"]).await;
+    assert!(
+        resumed.contains("rollout progressing: step 1/4, green at 5%"),
+        "{resumed}"
+    );
+}
+
+#[tokio::test]
 async fn json_output_is_the_answer_as_json() {
     let f = Fixture::start().await;
     let status = json(&f.ok(&["status", "--json"]).await);

@@ -23,7 +23,7 @@ use super::wire::{
 };
 use super::{probes, Admin};
 use crate::config::{self, RawConfig};
-use crate::control::{Change, RolloutAction};
+use crate::control::{Change, RolloutAction, RolloutState};
 
 pub use super::wire::AdminBody;
 
@@ -162,12 +162,7 @@ async fn change(
                 _ => expect,
             };
             let version = apply(admin, Change::Replace(Box::new(raw)), expect).await?;
-            // Parts of the new config this version does not act on yet are named, not ignored.
-            let notes = admin.control.published().effective.notes();
-            let mut out = json!({"version": version});
-            if let (false, Value::Object(map)) = (notes.is_empty(), &mut out) {
-                map.insert("notes".into(), json!(notes));
-            }
+            let out = json!({"version": version});
             return Ok(json_response(StatusCode::OK, &out, Some(version)));
         }
         Endpoint::Split(route) => {
@@ -211,11 +206,30 @@ async fn change(
             return Err(ApiError::not_found("not found"))
         }
     };
+    let operator = !matches!(change, Change::Rollout { .. });
+    let was_progressing = matches!(
+        rollout_state(&admin.control, &route),
+        Some(RolloutState::Progressing { .. })
+    );
     let version = apply(admin, change, expect).await?;
     let view = View::take(&admin.control);
     let mut out = json!({"version": version});
     if let (Some(route), Value::Object(map)) = (view.route(&route), &mut out) {
         map.insert("route".into(), route);
+    }
+    if let (true, true, Some(RolloutState::Paused { step }), Value::Object(map)) = (
+        operator,
+        was_progressing,
+        rollout_state(&admin.control, &route),
+        &mut out,
+    ) {
+        map.insert("rollout_paused".into(), Value::Bool(true));
+        map.insert(
+            "note".into(),
+            Value::from(format!(
+                "this change paused the rollout of {route} at step {step}; `veer ctl rollout {route} resume` takes it up again with the step's weights"
+            )),
+        );
     }
     Ok(json_response(StatusCode::OK, &out, Some(version)))
 }
@@ -251,6 +265,17 @@ async fn apply(admin: &Admin, change: Change, expect: Option<u64>) -> Result<u64
     }
 }
 
+/// Where `route`'s rollout stands now, if it has one.
+fn rollout_state(control: &crate::control::Control, route: &str) -> Option<RolloutState> {
+    control
+        .published()
+        .runtime
+        .routes
+        .get(route)
+        .and_then(|r| r.rollout.as_ref())
+        .map(|r| r.state.clone())
+}
+
 /// A short description of a change for the log.
 fn describe(change: &Change) -> String {
     match change {
@@ -263,6 +288,7 @@ fn describe(change: &Change) -> String {
         }
         Change::Rollout { route, action } => format!("rollout {action:?} {route}").to_lowercase(),
         Change::Replace(_) => "replace config".to_string(),
+        Change::RolloutStep { route, step, .. } => format!("rollout step {step} of {route}"),
     }
 }
 

@@ -19,6 +19,7 @@ pub struct View {
     raw: RawConfig,
     runtime: Runtime,
     snap: Arc<Snapshot>,
+    analyses: Arc<crate::state::State>,
 }
 
 impl View {
@@ -37,6 +38,7 @@ impl View {
                     raw: compiled.raw,
                     runtime,
                     snap,
+                    analyses: Arc::clone(control.state()),
                 };
             }
         }
@@ -191,11 +193,20 @@ impl View {
             .map(|s| {
                 s.history
                     .iter()
-                    .map(|h| json!({"at": h.at, "event": h.event}))
+                    .map(|h| {
+                        json!({"at": h.at, "event": h.event, "from": h.from, "to": h.to, "reason": h.reason})
+                    })
                     .collect()
             })
             .unwrap_or_default();
         out.insert("history".into(), Value::Array(history));
+        let analysis = self.analyses.rollouts.get(&raw.name);
+        out.insert(
+            "analysis".into(),
+            analysis.map_or(Value::Null, |a| {
+                serde_json::to_value(a).unwrap_or(Value::Null)
+            }),
+        );
         Value::Object(out)
     }
 

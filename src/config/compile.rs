@@ -22,8 +22,8 @@ use super::{
 };
 use crate::route::hash;
 use crate::route::table::{
-    Balance, HealthCheck, Mirror, Outlier, Pin, PinMatch, Pool, PoolId, ProxySettings, RolloutPlan,
-    Route, Server, ServerId, SplitEntry, Sticky, Table, UpstreamTls, BUCKETS,
+    Balance, Compare, HealthCheck, Mirror, Outlier, Pin, PinMatch, Pool, PoolId, ProxySettings,
+    RolloutPlan, Route, Server, ServerId, SplitEntry, Sticky, Table, UpstreamTls, BUCKETS,
 };
 
 pub(crate) const DEFAULT_HTTP: &str = "0.0.0.0:8080";
@@ -474,13 +474,17 @@ fn rollout(path: FieldPath, r: &RawRollout, pools: &Pools) -> Res<RolloutPlan> {
             r.interval.as_ref(),
             Duration::from_secs(60),
         )?,
-        max_error_rate: r.max_error_rate.unwrap_or(0.01),
-        max_p99: duration(
-            path.key("max_p99"),
-            r.max_p99.as_ref(),
-            Duration::from_millis(500),
-        )?,
+        max_error_rate: r.max_error_rate,
+        max_p99: match &r.max_p99 {
+            Some(text) => Some(duration(path.key("max_p99"), Some(text), Duration::ZERO)?),
+            None => None,
+        },
         min_requests: r.min_requests.unwrap_or(50),
+        compare: r.compare.as_ref().map(|c| Compare {
+            max_error_increase: c.max_error_increase.unwrap_or(0.0),
+            max_p99_ratio: c.max_p99_ratio,
+            confidence: c.confidence.unwrap_or(0.95),
+        }),
     })
 }
 

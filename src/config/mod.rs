@@ -17,9 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use raw::{
-    RawAdmin, RawBalance, RawCertificate, RawConfig, RawHealth, RawListen, RawLog, RawLogFormat,
-    RawMirror, RawOutlier, RawPin, RawPool, RawProxy, RawRollout, RawRoute, RawServer, RawSize,
-    RawSticky, RawTls, RawUpstreamTls, RawWeightedServer,
+    RawAdmin, RawBalance, RawCertificate, RawCompare, RawConfig, RawHealth, RawListen, RawLog,
+    RawLogFormat, RawMirror, RawOutlier, RawPin, RawPool, RawProxy, RawRollout, RawRoute,
+    RawServer, RawSize, RawSticky, RawTls, RawUpstreamTls, RawWeightedServer,
 };
 
 use crate::route::Table;
@@ -204,21 +204,6 @@ impl Compiled {
     pub fn admit(&self) -> Result<(), ConfigErrors> {
         // Every pool's CA, client certificate and key load, and each key matches.
         crate::tls::upstream_clients(&self.table).map(drop)
-    }
-
-    /// Configured parts this version accepts but does not act on yet, named on every path so
-    /// that nothing is silently ignored.
-    pub fn notes(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for route in &self.table.routes {
-            if route.rollout.is_some() {
-                out.push(format!(
-                    "routes.{}.rollout: steps after the first are not taken automatically by this version (start, pause, resume and abort work through the admin API)",
-                    route.name
-                ));
-            }
-        }
-        out
     }
 
     /// One line for `veer check`: what is configured and where it listens.

@@ -347,8 +347,8 @@ pub struct RawMirror {
     pub max_in_flight: Option<u32>,
 }
 
-/// `[routes.rollout]`: defaults interval 1m, max_error_rate 0.01, max_p99 500ms,
-/// min_requests 50.
+/// `[routes.rollout]`: defaults interval 1m, min_requests 50. Each limit (`max_error_rate`,
+/// `max_p99`, `compare`) applies only when set; a plan with none is a timed ramp.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
@@ -363,6 +363,22 @@ pub struct RawRollout {
     pub max_p99: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<RawCompare>,
+}
+
+/// `compare = { max_error_increase, max_p99_ratio, confidence }`: the canary judged against
+/// the stable pool's requests in the same window. Defaults: max_error_increase 0, confidence
+/// 0.95; without `max_p99_ratio` latency is not compared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 #[cfg(test)]

@@ -489,6 +489,27 @@ impl Checker<'_> {
                 format!("{rate} is outside 0..=1 (a share: 0.01 is 1%)"),
             );
         }
+        if let Some(c) = &r.compare {
+            let path = path.key("compare");
+            if let Some(v) = c.max_error_increase.filter(|v| !(0.0..=1.0).contains(v)) {
+                self.err(
+                    path.key("max_error_increase"),
+                    format!("{v} is outside 0..=1 (a share: 0.005 is half a percent)"),
+                );
+            }
+            if let Some(v) = c.max_p99_ratio.filter(|v| !(v.is_finite() && *v >= 1.0)) {
+                self.err(
+                    path.key("max_p99_ratio"),
+                    format!("{v} is below 1 (1.5 lets the canary's p99 be 1.5 x stable's)"),
+                );
+            }
+            if let Some(v) = c.confidence.filter(|v| !(0.5..1.0).contains(v)) {
+                self.err(
+                    path.key("confidence"),
+                    format!("{v} is outside 0.5..1 (like 0.95)"),
+                );
+            }
+        }
     }
 
     fn steps(&mut self, path: FieldPath, steps: &[u32]) {

@@ -5,23 +5,26 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+pub use crate::rollout::machine::{RolloutAction, RolloutEvent, RolloutState, RolloutStatus};
+
 use crate::config::{self, Compiled, ConfigError, ConfigErrors, RawConfig, Settings};
 use crate::state::State;
 
+mod changes;
+mod overlay;
 mod persist;
 
+use changes::change_runtime;
+use overlay::{base_config, effective_config, keep_restart_only, settle};
+pub use overlay::{fingerprint, restart_needed};
 use persist::{read_state_file, write_state_file, StateLock};
 
-/// Rollout events kept per route; older ones are dropped.
-const MAX_HISTORY: usize = 100;
-
-/// A change asked for by an operator (or, later, the rollout driver).
+/// A change asked for by an operator or by the rollout driver (`RolloutStep`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Set a route's weights. Pools already in the split keep their order (so the ramp keeps
@@ -47,42 +50,23 @@ pub enum Change {
     },
     /// Replace the whole config (`PUT /api/v1/config`).
     Replace(Box<RawConfig>),
+    /// The rollout driver's decision for a step. Applies only while the rollout is still
+    /// progressing at `step` (an operator's change in between wins); never pauses anything.
+    RolloutStep {
+        route: String,
+        step: usize,
+        verdict: StepVerdict,
+        /// Why, with the figures that decided.
+        reason: String,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RolloutAction {
-    Start,
-    Pause,
-    Resume,
-    Abort,
-}
-
-/// Where a rollout stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum RolloutState {
-    Idle,
-    Progressing { step: usize },
-    Paused { step: usize },
-    Promoted,
-    RolledBack { reason: String },
-}
-
-/// A rollout's state and what happened to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutStatus {
-    #[serde(flatten)]
-    pub state: RolloutState,
-    #[serde(default)]
-    pub history: Vec<RolloutEvent>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutEvent {
-    /// Seconds since the Unix epoch.
-    pub at: u64,
-    pub event: String,
+/// What the rollout driver does to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepVerdict {
+    Advance,
+    Promote,
+    RollBack,
 }
 
 /// Why a change was not applied. Nothing of it is applied, whichever it is.
@@ -452,406 +436,6 @@ fn load_certificates(
     crate::tls::load(compiled.settings.tls.as_ref()).map_err(ControlError::Invalid)
 }
 
-/// Drops runtime entries made against definitions that changed (the file wins), each with a
-/// warning, and compiles the result.
-fn settle(file: &RawConfig, mut runtime: Runtime) -> Result<(Runtime, Compiled), ConfigErrors> {
-    if let Some(replaced) = &runtime.config {
-        if replaced.file != fingerprint(file) {
-            tracing::warn!(
-                "the config file changed since a config was set through the API: the file wins, \
-                 and runtime splits, drains and rollout states made since are dropped"
-            );
-            runtime.config = None;
-            runtime.routes.clear();
-            runtime.drains.clear();
-        }
-    }
-    let base = base_config(file, &runtime);
-    runtime.routes.retain(|name, entry| {
-        let Some(def) = base.routes.iter().find(|r| r.name == *name) else {
-            tracing::warn!(route = %name, "route no longer in the config: its runtime state is dropped");
-            return false;
-        };
-        if fingerprint(def) != entry.base {
-            tracing::warn!(route = %name, "route changed in the config file: the file wins over its runtime split and rollout state");
-            return false;
-        }
-        let unknown = entry
-            .split
-            .as_ref()
-            .and_then(|split| split.keys().find(|p| !base.pools.contains_key(*p)));
-        if let Some(pool) = unknown {
-            tracing::warn!(route = %name, pool = %pool, "runtime split names a pool no longer in the config: dropped");
-            return false;
-        }
-        true
-    });
-    runtime.drains.retain(|d| {
-        let kept = base.pools.get(&d.pool).is_some_and(|pool| {
-            fingerprint(pool) == d.base && pool.servers.iter().any(|s| s.addr() == d.addr)
-        });
-        if !kept {
-            tracing::warn!(pool = %d.pool, server = %d.addr, "pool changed in the config file: the file wins over the server's drain");
-        }
-        kept
-    });
-    let compiled = config::from_raw(effective_config(file, &runtime))?;
-    compiled.admit()?;
-    Ok((runtime, compiled))
-}
-
-/// The config runtime changes are laid over: the file, or the config the API replaced it with.
-fn base_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
-    match &runtime.config {
-        Some(replaced) => replaced.config.clone(),
-        None => file.clone(),
-    }
-}
-
-/// The base config with the runtime's splits laid over it.
-fn effective_config(file: &RawConfig, runtime: &Runtime) -> RawConfig {
-    let mut config = base_config(file, runtime);
-    for route in &mut config.routes {
-        if let Some(split) = runtime
-            .routes
-            .get(&route.name)
-            .and_then(|r| r.split.as_ref())
-        {
-            route.split = split.clone();
-        }
-    }
-    config
-}
-
-/// A stable fingerprint of a definition: xxh3 of its JSON, as 16 hex digits.
-pub fn fingerprint<T: Serialize>(value: &T) -> String {
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
-}
-
-fn change_runtime(
-    runtime: &mut Runtime,
-    base: &RawConfig,
-    file: &RawConfig,
-    change: Change,
-) -> Result<(), ControlError> {
-    match change {
-        Change::Split { route, weights } => {
-            let current = current_split(runtime, base, &route)?;
-            let split = merge_split(&current, &weights);
-            route_entry(runtime, base, &route)?.split = Some(split);
-        }
-        Change::Promote { route, pool } => {
-            if !base.pools.contains_key(&pool) {
-                return Err(ControlError::NotFound(format!("no pool named {pool:?}")));
-            }
-            let current = current_split(runtime, base, &route)?;
-            let split = only(&current, &pool);
-            let canary = find_route(base, &route)?
-                .rollout
-                .as_ref()
-                .map(|p| p.canary.clone());
-            let entry = route_entry(runtime, base, &route)?;
-            entry.split = Some(split);
-            // Promoting the canary by hand ends a rollout as promoted; promoting anything else
-            // ends it rolled back.
-            if let (Some(status), Some(canary)) = (entry.rollout.as_mut(), canary) {
-                if status.state.under_way() {
-                    status.record(if pool == canary {
-                        RolloutState::Promoted
-                    } else {
-                        RolloutState::RolledBack {
-                            reason: format!("{pool} promoted by an operator"),
-                        }
-                    });
-                }
-            }
-        }
-        Change::Rollback { route } => {
-            let current = current_split(runtime, base, &route)?;
-            let def = find_route(base, &route)?;
-            let stable = match &def.rollout {
-                Some(plan) => plan.stable.clone(),
-                None => current.keys().next().cloned().unwrap_or_default(),
-            };
-            let entry = route_entry(runtime, base, &route)?;
-            entry.split = Some(only(&current, &stable));
-            if let Some(status) = entry.rollout.as_mut() {
-                if status.state.under_way() || status.state == RolloutState::Promoted {
-                    status.record(RolloutState::RolledBack {
-                        reason: "rolled back by an operator".into(),
-                    });
-                }
-            }
-        }
-        Change::Drain { pool, addr, drain } => {
-            let def = base
-                .pools
-                .get(&pool)
-                .ok_or_else(|| ControlError::NotFound(format!("no pool named {pool:?}")))?;
-            if !def.servers.iter().any(|s| s.addr() == addr) {
-                return Err(ControlError::NotFound(format!(
-                    "pool {pool:?} has no server {addr:?}"
-                )));
-            }
-            runtime
-                .drains
-                .retain(|d| !(d.pool == pool && d.addr == addr));
-            if drain {
-                let base = fingerprint(def);
-                runtime.drains.push(DrainRuntime { pool, addr, base });
-            }
-        }
-        Change::Rollout { route, action } => rollout(runtime, base, &route, action)?,
-        Change::Replace(config) => {
-            // Settings a running process cannot take up come from the file alone: the
-            // listeners, TLS (whose files are read again all the same), the admin section (the API cannot change its own access or where
-            // its changes are kept), the worker count, the log level and format.
-            let mut config = *config;
-            keep_restart_only(&mut config, file);
-            runtime.config = Some(Replaced {
-                file: fingerprint(file),
-                config,
-            });
-            runtime.routes.clear();
-            let new_base = base_config(file, runtime);
-            runtime.drains.retain(|d| {
-                new_base
-                    .pools
-                    .get(&d.pool)
-                    .is_some_and(|p| p.servers.iter().any(|s| s.addr() == d.addr))
-            });
-            for d in &mut runtime.drains {
-                if let Some(p) = new_base.pools.get(&d.pool) {
-                    d.base = fingerprint(p);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Copies from `file` into `config` what only a restart can change.
-fn keep_restart_only(config: &mut RawConfig, file: &RawConfig) {
-    config.listen = file.listen.clone();
-    config.tls = file.tls.clone();
-    config.admin = file.admin.clone();
-    let workers = file.proxy.as_ref().and_then(|p| p.workers);
-    if workers.is_some() || config.proxy.is_some() {
-        config.proxy.get_or_insert_with(Default::default).workers = workers;
-    }
-    let (level, format) = file
-        .log
-        .as_ref()
-        .map_or((None, None), |l| (l.level.clone(), l.format));
-    if level.is_some() || format.is_some() || config.log.is_some() {
-        let log = config.log.get_or_insert_with(Default::default);
-        log.level = level;
-        log.format = format;
-    }
-}
-
-fn find_route<'a>(base: &'a RawConfig, route: &str) -> Result<&'a config::RawRoute, ControlError> {
-    base.routes
-        .iter()
-        .find(|r| r.name == route)
-        .ok_or_else(|| ControlError::NotFound(format!("no route named {route:?}")))
-}
-
-/// The route's split as it runs now.
-fn current_split(
-    runtime: &Runtime,
-    base: &RawConfig,
-    route: &str,
-) -> Result<IndexMap<String, u32>, ControlError> {
-    let def = find_route(base, route)?;
-    Ok(runtime
-        .routes
-        .get(route)
-        .and_then(|r| r.split.clone())
-        .unwrap_or_else(|| def.split.clone()))
-}
-
-/// The runtime entry of a route, created against its current definition.
-fn route_entry<'a>(
-    runtime: &'a mut Runtime,
-    base: &RawConfig,
-    route: &str,
-) -> Result<&'a mut RouteRuntime, ControlError> {
-    let def = find_route(base, route)?;
-    let fp = fingerprint(def);
-    Ok(runtime
-        .routes
-        .entry(route.to_string())
-        .or_insert_with(|| RouteRuntime {
-            base: fp,
-            split: None,
-            rollout: None,
-        }))
-}
-
-/// New weights over the current order: listed pools take their weight, unlisted ones 0, new
-/// ones go at the end in the order given.
-fn merge_split(
-    current: &IndexMap<String, u32>,
-    weights: &IndexMap<String, u32>,
-) -> IndexMap<String, u32> {
-    let mut out: IndexMap<String, u32> = current
-        .keys()
-        .map(|k| (k.clone(), weights.get(k).copied().unwrap_or(0)))
-        .collect();
-    for (k, w) in weights {
-        out.entry(k.clone()).or_insert(*w);
-    }
-    out
-}
-
-/// Everything to `pool`, order kept.
-fn only(current: &IndexMap<String, u32>, pool: &str) -> IndexMap<String, u32> {
-    let mut weights = IndexMap::new();
-    weights.insert(pool.to_string(), 100);
-    merge_split(current, &weights)
-}
-
-fn rollout(
-    runtime: &mut Runtime,
-    base: &RawConfig,
-    route: &str,
-    action: RolloutAction,
-) -> Result<(), ControlError> {
-    let def = find_route(base, route)?;
-    let Some(plan) = def.rollout.clone() else {
-        return Err(ControlError::invalid(
-            "rollout",
-            format!("route {route:?} has no [routes.rollout] plan"),
-        ));
-    };
-    let current = current_split(runtime, base, route)?;
-    let entry = route_entry(runtime, base, route)?;
-    let state = entry
-        .rollout
-        .as_ref()
-        .map_or(RolloutState::Idle, |s| s.state.clone());
-    let percent = |step: usize| plan.steps.get(step).copied().unwrap_or(100);
-    let (next, split) = match (action, &state) {
-        (RolloutAction::Start, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => {
-            return Err(ControlError::invalid(
-                "rollout",
-                "the rollout is already under way",
-            ))
-        }
-        (RolloutAction::Start, _) => (
-            RolloutState::Progressing { step: 0 },
-            Some(canary_split(
-                &current,
-                &plan.stable,
-                &plan.canary,
-                percent(0),
-            )),
-        ),
-        (RolloutAction::Pause, RolloutState::Progressing { step }) => {
-            (RolloutState::Paused { step: *step }, None)
-        }
-        (RolloutAction::Resume, RolloutState::Paused { step }) => {
-            (RolloutState::Progressing { step: *step }, None)
-        }
-        (RolloutAction::Abort, RolloutState::Progressing { .. } | RolloutState::Paused { .. }) => (
-            RolloutState::RolledBack {
-                reason: "aborted by an operator".into(),
-            },
-            Some(canary_split(&current, &plan.stable, &plan.canary, 0)),
-        ),
-        (action, state) => {
-            return Err(ControlError::invalid(
-                "rollout",
-                format!("cannot {action:?} a rollout that is {}", state.name()).to_lowercase(),
-            ))
-        }
-    };
-    if let Some(split) = split {
-        entry.split = Some(split);
-    }
-    entry
-        .rollout
-        .get_or_insert_with(|| RolloutStatus {
-            state: RolloutState::Idle,
-            history: Vec::new(),
-        })
-        .record(next);
-    Ok(())
-}
-
-/// `canary` at `percent`, `stable` at the rest, every other pool of the split at 0.
-fn canary_split(
-    current: &IndexMap<String, u32>,
-    stable: &str,
-    canary: &str,
-    percent: u32,
-) -> IndexMap<String, u32> {
-    let mut weights = IndexMap::new();
-    weights.insert(stable.to_string(), 100 - percent.min(100));
-    weights.insert(canary.to_string(), percent.min(100));
-    merge_split(current, &weights)
-}
-
-impl RolloutState {
-    /// Progressing or paused: the rollout owns the route's weights.
-    pub fn under_way(&self) -> bool {
-        matches!(
-            self,
-            RolloutState::Progressing { .. } | RolloutState::Paused { .. }
-        )
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            RolloutState::Idle => "idle",
-            RolloutState::Progressing { .. } => "progressing",
-            RolloutState::Paused { .. } => "paused",
-            RolloutState::Promoted => "promoted",
-            RolloutState::RolledBack { .. } => "rolled_back",
-        }
-    }
-}
-
-impl RolloutStatus {
-    fn record(&mut self, state: RolloutState) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let event = match &state {
-            RolloutState::Progressing { step } => format!("progressing (step {step})"),
-            RolloutState::Paused { step } => format!("paused (step {step})"),
-            RolloutState::RolledBack { reason } => format!("rolled back: {reason}"),
-            other => other.name().to_string(),
-        };
-        self.history.push(RolloutEvent { at, event });
-        if self.history.len() > MAX_HISTORY {
-            let excess = self.history.len() - MAX_HISTORY;
-            self.history.drain(..excess);
-        }
-        self.state = state;
-    }
-}
-
-/// The settings of a newly read file that only a restart can apply.
-pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.listen != new.listen {
-        out.push("listen");
-    }
-    if old.admin != new.admin {
-        out.push("admin");
-    }
-    if old.workers != new.workers {
-        out.push("proxy.workers");
-    }
-    if old.log.level != new.log.level || old.log.format != new.log.format {
-        out.push("log.level/log.format");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,6 +664,78 @@ split = { blue = 1 }
             None,
         );
         assert!(matches!(no_plan, Err(ControlError::Invalid(_))));
+    }
+
+    #[test]
+    fn driver_steps_apply_only_to_the_step_they_judged_and_operators_pause() {
+        let c = control("");
+        let start = Change::Rollout {
+            route: "web".into(),
+            action: RolloutAction::Start,
+        };
+        c.apply(start, None).unwrap();
+        let driver = |step, verdict| {
+            c.apply(
+                Change::RolloutStep {
+                    route: "web".into(),
+                    step,
+                    verdict,
+                    reason: "figures".into(),
+                },
+                None,
+            )
+        };
+        driver(0, StepVerdict::Advance).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 80), ("green".into(), 20)]
+        );
+        // A verdict on a step the rollout has left is refused and changes nothing.
+        assert!(matches!(
+            driver(0, StepVerdict::RollBack),
+            Err(ControlError::Invalid(_))
+        ));
+        let split = Change::Split {
+            route: "web".into(),
+            weights: split(&[("blue", 60), ("green", 40)]),
+        };
+        c.apply(split, None).unwrap();
+        let status = c.runtime().routes["web"].rollout.clone().unwrap();
+        assert_eq!(status.state, RolloutState::Paused { step: 1 });
+        let last = status.history.last().unwrap();
+        assert_eq!(
+            (last.from.as_str(), last.to.as_str(), last.reason.as_str()),
+            (
+                "progressing(1)",
+                "paused(1)",
+                "paused by an operator's split"
+            )
+        );
+        // Paused: the driver's verdicts no longer apply.
+        assert!(driver(1, StepVerdict::Advance).is_err());
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 60), ("green".into(), 40)]
+        );
+        let resume = Change::Rollout {
+            route: "web".into(),
+            action: RolloutAction::Resume,
+        };
+        c.apply(resume, None).unwrap();
+        driver(1, StepVerdict::Promote).unwrap();
+        assert_eq!(
+            weights(&c, "web"),
+            vec![("blue".into(), 0), ("green".into(), 100)]
+        );
+        let rollback = Change::Rollback {
+            route: "web".into(),
+        };
+        c.apply(rollback, None).unwrap();
+        let status = c.runtime().routes["web"].rollout.clone().unwrap();
+        assert!(
+            matches!(status.state, RolloutState::RolledBack { .. }),
+            "{status:?}"
+        );
     }
 
     #[test]

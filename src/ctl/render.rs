@@ -20,6 +20,9 @@ pub struct RoutesBody {
 pub struct RouteBody {
     pub version: u64,
     pub route: Option<RouteView>,
+    /// Set when the change paused a running rollout.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// `GET /api/v1/pools`.
@@ -196,6 +199,9 @@ pub fn route_change(body: &RouteBody, route_name: &str) -> String {
         let _ = write!(line, "; rollout {}", rollout(r));
     }
     let _ = writeln!(line, " — version {}", body.version);
+    if let Some(note) = &body.note {
+        let _ = writeln!(line, "note: {note}");
+    }
     line
 }
 

@@ -155,9 +155,21 @@ pub struct RolloutPlan {
     /// Canary percent at each step, strictly increasing, each in 1..=100.
     pub steps: Vec<u8>,
     pub interval: Duration,
-    pub max_error_rate: f64,
-    pub max_p99: Duration,
+    pub max_error_rate: Option<f64>,
+    pub max_p99: Option<Duration>,
     pub min_requests: u64,
+    pub compare: Option<Compare>,
+}
+
+/// The canary judged against the stable pool in the same window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Compare {
+    /// How far the canary's error rate may exceed stable's (a share).
+    pub max_error_increase: f64,
+    /// The canary's p99 may be at most this many times stable's.
+    pub max_p99_ratio: Option<f64>,
+    /// Of the one-sided two-proportion test, in (0, 1).
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone)]
