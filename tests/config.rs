@@ -883,6 +883,12 @@ fn syntax_errors_name_file_line_and_column() {
     assert!(errs[0].starts_with("t.toml:3:1: "), "{}", errs[0]);
     let errs = errors("[listen]\nhttp = 0.0.0.0:8080\n");
     assert!(errs[0].starts_with("t.toml:2:"), "{}", errs[0]);
+    // A control character in a comment, where the TOML parser itself gives no message.
+    let errs = errors("[pools.blue]\n# a comment\u{0} with a NUL\n");
+    assert_eq!(
+        errs,
+        ["t.toml:2:12: invalid TOML: unexpected character '\\0'"]
+    );
 }
 
 #[test]

@@ -96,11 +96,18 @@ impl<'a> Source<'a> {
     pub(crate) fn parse(text: &'a str, file: &'a str) -> Result<Self, ConfigError> {
         match ImDocument::parse(text) {
             Ok(doc) => Ok(Self { text, file, doc }),
-            Err(e) => Err(ConfigError {
-                location: e.span().map(|s| location(text, file, s.start)),
-                path: String::new(),
-                message: clean(e.message()),
-            }),
+            Err(e) => {
+                let at = e.span().map(|s| s.start);
+                let mut message = clean(e.message());
+                if message.is_empty() {
+                    message = unexpected(text, at);
+                }
+                Err(ConfigError {
+                    location: at.map(|at| location(text, file, at)),
+                    path: String::new(),
+                    message,
+                })
+            }
         }
     }
 
@@ -347,6 +354,18 @@ fn location(text: &str, file: &str, offset: usize) -> Location {
 /// One line: the parser's multi-line messages joined.
 fn clean(message: &str) -> String {
     message.trim().replace('\n', "; ")
+}
+
+/// What to say where the TOML parser says nothing (a control character in a comment): the
+/// character it stopped at.
+fn unexpected(text: &str, at: Option<usize>) -> String {
+    match at
+        .and_then(|i| text.get(i..))
+        .and_then(|rest| rest.chars().next())
+    {
+        Some(c) => format!("invalid TOML: unexpected character {c:?}"),
+        None => "invalid TOML".to_string(),
+    }
 }
 
 #[cfg(test)]

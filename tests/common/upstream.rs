@@ -200,9 +200,9 @@ impl Upstream {
 pub struct Gate(Arc<tokio::sync::Semaphore>);
 
 impl Gate {
-    /// Lets every request through, now and later.
+    /// Lets every request through, now and later (a closed semaphore no longer holds anyone).
     pub fn open(&self) {
-        self.0.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        self.0.close();
     }
 }
 
