@@ -212,7 +212,9 @@ fn rss_kib() -> u64 {
 }
 
 #[tokio::test]
-async fn a_second_veer_can_bind_the_same_port() {
+/// Listeners use `SO_REUSEPORT`: a second veer may share the port (the lossless replacement of a
+/// process is `veer run --upgrade`, tested in tests/handover.rs).
+async fn listeners_use_so_reuseport_so_a_second_veer_can_share_the_port() {
     let up = Upstream::named("app").await;
     let first = start_veer(&one_pool(&[up.addr.to_string()], "")).await;
     let text = format!(
@@ -225,7 +227,8 @@ async fn a_second_veer_can_bind_the_same_port() {
         .expect("SO_REUSEPORT lets a new process bind while the old one serves");
     assert_eq!(second.http_addr, first.http_addr);
     first.shutdown();
-    assert!(first.wait().await);
+    let drained = common::within(common::IO_TIMEOUT, "the first veer drains", first.wait()).await;
+    assert!(drained);
     // The old listener is gone; the new one answers on the same port.
     assert_eq!(get(second.http_addr, "/", &[]).await.status, 200);
 }
