@@ -72,19 +72,11 @@ impl Racing {
 /// when the peer closes (or nothing comes for 10 s).
 async fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let length = head
@@ -96,16 +88,23 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
         })
         .unwrap_or(0);
     while buf.len() < end + length {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, &mut buf).await?;
     }
     head.lines().next().map(str::to_string)
+}
+
+/// Appends what the peer sends next; None when it closes (or sends nothing for 10 s).
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
 }
 
 fn one_pool(server: SocketAddr) -> String {

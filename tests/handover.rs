@@ -30,6 +30,22 @@ fn config(dir: &TempDir, blue: SocketAddr, green: SocketAddr, extra: &str) -> St
     )
 }
 
+fn plain_cmd(path: &Path) -> std::process::Command {
+    let mut cmd = veer_cmd();
+    cmd.args(["run", "--config"]).arg(path);
+    cmd
+}
+
+/// Runs `cmd` to its end off the runtime (the upstreams run on it); its exit and output.
+async fn run_to_end(mut cmd: std::process::Command) -> (std::process::Output, String) {
+    let out = tokio::task::spawn_blocking(move || output_within(&mut cmd, IO_TIMEOUT))
+        .await
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out, text)
+}
+
 fn upgrade_cmd(path: &Path) -> std::process::Command {
     let mut cmd = veer_cmd();
     cmd.args(["run", "--upgrade", "--config"]).arg(path);
@@ -195,18 +211,8 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_taking_c
 
     // A broken config: refused before the old process is even asked.
     std::fs::write(&path, good.replace("[[routes]]", "[[routes]]\nsplit = 3")).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || output_within(&mut upgrade_cmd(&path), IO_TIMEOUT)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, err) = run_to_end(upgrade_cmd(&path)).await;
+    assert_eq!(out.status.code(), Some(2), "{err}");
 
     // A state file the new process cannot read: found after the old one stopped taking
     // changes, which it takes again.
@@ -216,14 +222,7 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_taking_c
         &corrupt.display().to_string(),
     );
     std::fs::write(&path, moved).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || output_within(&mut upgrade_cmd(&path), IO_TIMEOUT)
-    })
-    .await
-    .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, err) = run_to_end(upgrade_cmd(&path)).await;
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("corrupt.json"),
@@ -262,14 +261,7 @@ async fn upgrade_with_nothing_on_the_socket_exits_1_and_binds_nothing() {
             "",
         ),
     );
-    let out = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || output_within(&mut upgrade_cmd(&path), IO_TIMEOUT)
-    })
-    .await
-    .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, err) = run_to_end(upgrade_cmd(&path)).await;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("nothing answers on the upgrade socket"),
@@ -288,14 +280,7 @@ async fn a_second_plain_veer_is_refused_the_upgrade_socket_and_the_state_file() 
     let dir = TempDir::new("handover-second");
     let path = dir.write("veer.toml", &config(&dir, blue.addr, blue.addr, ""));
     let old = VeerProcess::start(&path).await;
-    let out = tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || output_within(veer_cmd().args(["run", "--config"]).arg(&path), IO_TIMEOUT)
-    })
-    .await
-    .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, err) = run_to_end(plain_cmd(&path)).await;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("veer run --upgrade"),
@@ -310,16 +295,7 @@ async fn a_second_plain_veer_is_refused_the_upgrade_socket_and_the_state_file() 
         "",
     );
     let second = dir.write("second.toml", &plain);
-    let out = tokio::task::spawn_blocking(move || {
-        output_within(
-            veer_cmd().args(["run", "--config"]).arg(&second),
-            IO_TIMEOUT,
-        )
-    })
-    .await
-    .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, err) = run_to_end(plain_cmd(&second)).await;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("in use by another veer process"), "{err}");
     old.stop_expecting_0("-TERM", IO_TIMEOUT).await;
