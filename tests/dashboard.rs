@@ -235,12 +235,17 @@ fn weights(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
     pairs.iter().map(|(p, w)| (p.to_string(), *w)).collect()
 }
 
-/// A JavaScript condition: the page's legend shows `weight` for `pool` of route `web`.
-fn page_weight_is(pool: &str, weight: u64) -> String {
+/// A JavaScript expression: the page's legend shows `weight` for `pool` of route `web`.
+fn weight_shown(pool: &str, weight: u64) -> String {
     format!(
-        "const e = document.querySelector('[data-route=\"web\"] .legend li[data-pool=\"{pool}\"] [data-weight]'); \
-         return !!e && e.textContent.trim() === '{weight}';"
+        "(document.querySelector('[data-route=\"web\"] .legend li[data-pool=\"{pool}\"] [data-weight]')\
+         ?.textContent.trim() === '{weight}')"
     )
+}
+
+/// A script for `page_until`: the legend shows `weight` for `pool` of route `web`.
+fn page_weight_is(pool: &str, weight: u64) -> String {
+    format!("return {};", weight_shown(pool, weight))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +390,8 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
     );
 
     // Live figures: the background traffic shows as requests per second.
-    if api.get("/api/v1/stats").await.status == StatusCode::NOT_FOUND {
+    let stats = api.get("/api/v1/stats").await.status != StatusCode::NOT_FOUND;
+    if !stats {
         eprintln!("this veer has no /api/v1/stats yet: live figures not checked");
     } else {
         page_until(
@@ -508,6 +514,123 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
     )
     .await;
 
+    // The rollout: only the buttons that make sense for its state; start, pause, then abort
+    // (confirmed), with the history in the page.
+    assert!(
+        js(
+            browser,
+            "return !document.querySelector('[data-action=\"rollout\"][data-verb=\"pause\"]');"
+        )
+        .await
+            == Value::Bool(true),
+        "an idle rollout offers no pause"
+    );
+    click(
+        browser,
+        "button[data-action=\"rollout\"][data-verb=\"start\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the rollout shows as progressing at 10%",
+        &format!(
+            "return document.querySelector('[data-route=\"web\"] [data-rollout-state]').textContent === 'progressing' && ({});",
+            weight_shown("green", 10)
+        ),
+    )
+    .await;
+    assert_eq!(
+        api_weights(api, "web").await,
+        weights(&[("blue", 90), ("green", 10)])
+    );
+    if stats {
+        page_until(
+            browser,
+            long,
+            "the step's figures show for the canary",
+            "const e = document.querySelector('[data-route=\"web\"] [data-fig=\"step-requests\"][data-pool=\"green\"]'); \
+             return !!e && e.textContent.trim() !== '';",
+        )
+        .await;
+    }
+    click(
+        browser,
+        "button[data-action=\"rollout\"][data-verb=\"pause\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the rollout shows as paused, with resume and abort",
+        "return document.querySelector('[data-route=\"web\"] [data-rollout-state]').textContent === 'paused' \
+           && !!document.querySelector('[data-action=\"rollout\"][data-verb=\"resume\"]') \
+           && !document.querySelector('[data-action=\"rollout\"][data-verb=\"start\"]');",
+    )
+    .await;
+    click(
+        browser,
+        "button[data-action=\"rollout\"][data-verb=\"abort\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "abort asks for confirmation",
+        "return document.querySelector('#confirm-overlay').classList.contains('show');",
+    )
+    .await;
+    click(browser, "#confirm-ok").await;
+    page_until(
+        browser,
+        long,
+        "the rollout shows as rolled back, with its history",
+        "return document.querySelector('[data-route=\"web\"] [data-rollout-state]').textContent === 'rolled back' \
+           && document.querySelectorAll('[data-route=\"web\"] [data-history] tbody tr').length >= 3;",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the page shows green at 0",
+        &page_weight_is("green", 0),
+    )
+    .await;
+    assert_eq!(
+        api_weights(api, "web").await,
+        weights(&[("blue", 100), ("green", 0)])
+    );
+
+    // Drain and undrain green's server.
+    click(
+        browser,
+        "[data-pool-card=\"green\"] button[data-action=\"drain\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "green's server shows as draining",
+        "return !!document.querySelector('[data-pool-card=\"green\"] [data-draining]');",
+    )
+    .await;
+    let pools = api.get("/api/v1/pools").await;
+    assert_eq!(pools.json["pools"][1]["name"], "green");
+    assert_eq!(pools.json["pools"][1]["servers"][0]["draining"], true);
+    click(
+        browser,
+        "[data-pool-card=\"green\"] button[data-action=\"undrain\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "green's server serves again",
+        "return !document.querySelector('[data-pool-card=\"green\"] [data-draining]') \
+           && !!document.querySelector('[data-pool-card=\"green\"] button[data-action=\"drain\"]');",
+    )
+    .await;
+
     let png = within(IO_TIMEOUT, "a screenshot", browser.screenshot())
         .await
         .expect("a screenshot");
@@ -537,7 +660,7 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
         browser,
         long,
         "the page at localhost shows the routes",
-        &page_weight_is("green", 70),
+        &page_weight_is("blue", 100),
     )
     .await;
 }
