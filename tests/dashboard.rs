@@ -514,6 +514,49 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
     )
     .await;
 
+    // The split form: weights that do not validate are refused (422) with the errors shown;
+    // good ones are applied.
+    let blue_input = "[data-route=\"web\"] input[data-split-input][data-pool=\"blue\"]";
+    let green_input = "[data-route=\"web\"] input[data-split-input][data-pool=\"green\"]";
+    type_into(browser, blue_input, "0").await;
+    type_into(browser, green_input, "0").await;
+    click(
+        browser,
+        "[data-route=\"web\"] button[data-action=\"split\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the page shows the 422 and its errors",
+        "const m = document.querySelector('#message'); \
+         return m.classList.contains('error') && m.textContent.includes('422') \
+           && m.textContent.includes('•');",
+    )
+    .await;
+    assert_eq!(
+        api_weights(api, "web").await,
+        weights(&[("blue", 30), ("green", 70)])
+    );
+    type_into(browser, blue_input, "60").await;
+    type_into(browser, green_input, "40").await;
+    click(
+        browser,
+        "[data-route=\"web\"] button[data-action=\"split\"]",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the page shows green at 40",
+        &page_weight_is("green", 40),
+    )
+    .await;
+    assert_eq!(
+        api_weights(api, "web").await,
+        weights(&[("blue", 60), ("green", 40)])
+    );
+
     // The rollout: only the buttons that make sense for its state; start, pause, then abort
     // (confirmed), with the history in the page.
     assert!(
