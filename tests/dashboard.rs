@@ -412,6 +412,24 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
     }
     assert!(sent.load(Ordering::Relaxed) > 0, "background traffic flows");
 
+    // Pause holds the view (and says so); resume takes it up again.
+    click(browser, "#pause").await;
+    page_until(
+        browser,
+        long,
+        "the header says paused",
+        "return document.querySelector('#live').textContent === 'paused';",
+    )
+    .await;
+    click(browser, "#pause").await;
+    page_until(
+        browser,
+        long,
+        "the header says live again",
+        "return document.querySelector('#live').textContent === 'live';",
+    )
+    .await;
+
     // Promote green: an in-page confirm, then the page and the API both show 100% green.
     click(
         browser,
