@@ -154,7 +154,7 @@ pub fn decide_request(data: &[u8]) {
             assert!(usize::from(d.server) < pool.servers.len());
             assert!(d.bucket < BUCKETS);
             assert!(snap.slots.available(d.pool, d.server), "{d:?}");
-            if d.pinned {
+            if d.pinned() {
                 assert!(route.pins.iter().any(|p| p.pool == d.pool), "{d:?}");
             } else {
                 let in_split = route.split.iter().any(|e| e.pool == d.pool && e.weight > 0);

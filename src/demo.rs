@@ -34,7 +34,7 @@ expose_pool_header = true     # responses say which pool answered: x-veer-pool
 
 [log]
 level = "info"
-access = true
+access = false                # true: one line per request (the demo sends 20 a second)
 
 [pools.blue]
 servers = ["@BLUE@"]
@@ -327,6 +327,7 @@ fn instructions(
     let veer = std::env::args().next().unwrap_or_else(|| "veer".into());
     format!(
         "\nveer demo is running.\n\n\
+         \x20 dashboard    http://{admin}/   (open it in a browser: live split, health, rollout, controls)\n\
          \x20 proxy        http://{proxy}   (90% blue v1, 10% green v2, sticky sessions)\n\
          \x20 admin API    http://{admin}\n\
          \x20 blue v1      http://{blue}\n\

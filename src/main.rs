@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         }
         Command::Ctl(args) => veer::ctl::main(args),
     };
+    veer::telemetry::flush();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

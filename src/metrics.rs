@@ -13,6 +13,14 @@ pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
 pub const MIRROR_MISMATCHES: &str = "veer_mirror_mismatches_total";
 pub const ROLLOUT_STEP: &str = "veer_rollout_step";
 pub const ROLLOUTS: &str = "veer_rollouts_total";
+pub const REQUESTS: &str = "veer_requests_total";
+pub const REQUEST_DURATION: &str = "veer_request_duration_seconds";
+pub const CONNECTIONS: &str = "veer_connections_active";
+
+/// `veer_request_duration_seconds`' buckets: HTTP latencies from a millisecond to 30 s.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// `veer_rollout_step{route}`: the step under way, counted from 1 (paused included); the
 /// number of steps once promoted; 0 when idle or rolled back. Set by the rollout driver.
@@ -31,7 +39,13 @@ pub fn rollout_ended(route: &str, outcome: &'static str) {
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(REQUEST_DURATION.into()),
+                &DURATION_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding program's): then this
         // handle renders nothing of veer's, which is the embedder's choice.
@@ -77,20 +91,122 @@ pub fn effective_split(snap: &crate::state::Snapshot) {
     }
 }
 
-/// Publishes the installed table: its version and each route's weights in percent.
+/// Publishes the installed table's version, and registers the series that otherwise would
+/// appear only with their first event (reloads; rollouts of routes with a plan), so that a
+/// scrape shows every series from the start. Each route's weights are set by its lanes
+/// (`lanes::LaneRegistry::reconcile`).
 pub fn table_installed(table: &crate::route::Table) {
+    handle();
     metrics::gauge!(CONFIG_VERSION).set(table.version as f64);
-    for route in &table.routes {
-        for entry in &route.split {
-            let percent = f64::from(entry.weight) * 100.0 / f64::from(route.total_weight.max(1));
-            metrics::gauge!(
-                ROUTE_WEIGHT,
-                "route" => route.name.to_string(),
-                "pool" => table.pool(entry.pool).name.to_string()
-            )
-            .set(percent);
+    for source in ["sighup", "api"] {
+        for result in ["ok", "error"] {
+            metrics::counter!(CONFIG_RELOADS, "source" => source, "result" => result).increment(0);
         }
     }
+    for route in table.routes.iter().filter(|r| r.rollout.is_some()) {
+        for outcome in ["promoted", "rolled_back"] {
+            let route = route.name.to_string();
+            metrics::counter!(ROLLOUTS, "route" => route, "outcome" => outcome).increment(0);
+        }
+    }
+}
+
+/// `veer_connections_active{listener}`: one handle per listener (`http`, `https`, `admin`),
+/// registered once and raised and lowered by each connection.
+pub fn connections(listener: &'static str) -> metrics::Gauge {
+    handle();
+    metrics::gauge!(CONNECTIONS, "listener" => listener)
+}
+
+/// The Prometheus text of the process's metrics, without the series that name a route, pool
+/// or server `snap`'s table no longer holds: a removed route's, pool's or server's series end
+/// with it. (The exporter keeps what it once registered; what it renders is filtered here, on
+/// each scrape, never on the request path.)
+pub fn render(snap: &crate::state::Snapshot) -> String {
+    let table = &snap.table;
+    let known = |name: &str, value: &str, labels: &[(&str, String)]| match name {
+        "route" => table.routes.iter().any(|r| &*r.name == value),
+        "pool" => table.pools.iter().any(|p| &*p.name == value),
+        "server" => {
+            let pool = labels.iter().find(|(k, _)| *k == "pool").map(|(_, v)| v);
+            table
+                .pools
+                .iter()
+                .filter(|p| pool.is_none_or(|name| *p.name == **name))
+                .any(|p| p.servers.iter().any(|s| &*s.addr == value))
+        }
+        _ => true,
+    };
+    keep_samples(&handle().render(), |labels| {
+        labels.iter().all(|(k, v)| known(k, v, labels))
+    })
+}
+
+/// `text` (Prometheus exposition format) with only the samples whose labels `keep` accepts,
+/// and the `# HELP`/`# TYPE` lines of a metric only where a sample of it remains.
+fn keep_samples(text: &str, keep: impl Fn(&[(&str, String)]) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending = String::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            pending.push_str(line);
+            pending.push('\n');
+            continue;
+        }
+        if line.is_empty() {
+            if pending.is_empty() {
+                out.push('\n');
+            }
+            pending.clear();
+            continue;
+        }
+        if !keep(&labels(line)) {
+            continue;
+        }
+        out.push_str(&pending);
+        pending.clear();
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The labels of one sample line, `name{k="v",…} value`, with escapes undone.
+fn labels(line: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    let Some(open) = line.find('{') else {
+        return out;
+    };
+    let mut rest = &line[open + 1..];
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].trim_start_matches(',');
+        let mut value = String::new();
+        let mut chars = rest[eq + 2..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => {}
+                },
+                '"' => {
+                    end = Some(eq + 2 + i + 1);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((key, value));
+        let Some(end) = end else {
+            break;
+        };
+        rest = &rest[end..];
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    out
 }
 
 pub const UPSTREAM_ERRORS: &str = "veer_upstream_errors_total";
@@ -151,5 +267,34 @@ impl ServerMetrics {
     /// Counts an ejection: `outlier` (passive) or not (`active`).
     pub fn ejected(&self, outlier: bool) {
         self.ejections[usize::from(outlier)].increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_read_with_their_escapes() {
+        let line = r#"veer_x{route="web",server="a\"b\\c",pool="blue"} 3"#;
+        let got = labels(line);
+        let want = [("route", "web"), ("server", "a\"b\\c"), ("pool", "blue")];
+        assert_eq!(got.len(), 3);
+        for ((k, v), (wk, wv)) in got.iter().zip(want) {
+            assert_eq!((*k, v.as_str()), (wk, wv));
+        }
+        assert!(labels("veer_config_version 4").is_empty());
+    }
+
+    #[test]
+    fn samples_of_what_is_gone_are_left_out_with_their_type_lines() {
+        let text = "# TYPE veer_a counter\nveer_a{route=\"web\"} 1\nveer_a{route=\"old\"} 2\n\n\
+                    # TYPE veer_b gauge\nveer_b{route=\"old\"} 1\n\n\
+                    # TYPE veer_c gauge\nveer_c 7\n\n";
+        let kept = keep_samples(text, |l| l.iter().all(|(_, v)| v != "old"));
+        assert_eq!(
+            kept,
+            "# TYPE veer_a counter\nveer_a{route=\"web\"} 1\n\n# TYPE veer_c gauge\nveer_c 7\n\n"
+        );
     }
 }

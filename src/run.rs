@@ -214,6 +214,10 @@ async fn launch(
     }
     crate::health::active::spawn(Arc::clone(&state), shutdown.subscribe());
     crate::rollout::driver::spawn(Arc::clone(&control), shutdown.subscribe());
+    tokio::spawn(crate::lanes::record_every_second(
+        Arc::clone(&state),
+        shutdown.subscribe(),
+    ));
     tokio::spawn(sweep_idle_connections(
         Arc::clone(&state),
         shutdown.subscribe(),

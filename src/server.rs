@@ -57,6 +57,7 @@ pub async fn serve(
 ) -> io::Result<bool> {
     let builders = Builders::new();
     let active = Arc::new(AtomicUsize::new(0));
+    let gauge = crate::metrics::connections(if tls.is_some() { "https" } else { "http" });
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accept_errors = Throttled::new(Duration::from_secs(1));
     loop {
@@ -68,7 +69,7 @@ pub async fn serve(
                         shutdown: shutdown.clone(),
                         hold: Held {
                             _done: done_tx.clone(),
-                            _count: Counted::new(&active),
+                            _count: Counted::new(&active, &gauge),
                         },
                     };
                     let max = state.snapshot().table.proxy.max_connections;
@@ -120,19 +121,22 @@ impl Builders {
     }
 }
 
-/// Counts a connection in `active` while alive.
-struct Counted(Arc<AtomicUsize>);
+/// Counts a connection in `active` (the connection limit) and in `veer_connections_active`
+/// while alive.
+struct Counted(Arc<AtomicUsize>, metrics::Gauge);
 
 impl Counted {
-    fn new(active: &Arc<AtomicUsize>) -> Self {
+    fn new(active: &Arc<AtomicUsize>, gauge: &metrics::Gauge) -> Self {
         active.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(active))
+        gauge.increment(1.0);
+        Self(Arc::clone(active), gauge.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.decrement(1.0);
     }
 }
 

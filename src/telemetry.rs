@@ -1,9 +1,24 @@
 //! Logging: the tracing subscriber (text or JSON, filtered by `log.level` or `RUST_LOG`). The
-//! access log is the `veer::access` target, written by the proxy when `log.access` is on.
+//! access log is the `veer::access` target, written by the proxy when `log.access` is on; its
+//! lines go to standard error through their own non-blocking writer (a bounded queue drained
+//! by a thread; when it is full, lines are dropped rather than holding a request), and they do
+//! not depend on `log.level`.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::{Mutex, OnceLock};
+
+use tracing_subscriber::filter::{filter_fn, EnvFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, Layer};
 
 use crate::config::{LogFormat, LogSettings};
+
+/// The access log's target.
+pub const ACCESS: &str = "veer::access";
+
+/// The access log writer's thread, kept until `flush`.
+static ACCESS_WRITER: OnceLock<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>> =
+    OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Safe to call
 /// more than once (later calls do nothing).
@@ -13,14 +28,40 @@ pub fn init(log: &LogSettings) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("veer-access-log")
+        .finish(std::io::stderr());
+    let not_access = filter_fn(|meta| meta.target() != ACCESS);
+    let access_only = Targets::new().with_target(ACCESS, tracing::Level::INFO);
+    let (main, access) = match log.format {
+        LogFormat::Json => (
+            fmt::layer().json().with_writer(std::io::stderr).boxed(),
+            fmt::layer().json().with_writer(writer).boxed(),
+        ),
+        LogFormat::Text => (
+            fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .boxed(),
+            fmt::layer().with_ansi(ansi).with_writer(writer).boxed(),
+        ),
     };
+    let installed = tracing_subscriber::registry()
+        .with(main.with_filter(filter).with_filter(not_access))
+        .with(access.with_filter(access_only))
+        .try_init();
+    if installed.is_ok() {
+        let _ = ACCESS_WRITER.set(Mutex::new(Some(guard)));
+    }
+}
+
+/// Writes out the access log lines still queued; for the end of the process.
+pub fn flush() {
+    if let Some(writer) = ACCESS_WRITER.get() {
+        drop(writer.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
 }
 
 /// Logs a repeating failure (an accept that fails while descriptors are exhausted) at most once

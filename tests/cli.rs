@@ -128,30 +128,61 @@ async fn sigterm_answers_the_request_in_flight_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
-#[tokio::test]
-async fn the_access_log_has_one_json_line_per_request() {
-    let up = Upstream::named("app").await;
-    let (_dir, path) = temp_config("access", &app_config(up.addr, "", "access = true"));
-    let mut veer = VeerProcess::start(&path).await;
-    assert_eq!(
-        common::get(veer.http(), "/hello?x=1", &[]).await.status,
-        200
-    );
+/// The `fields` of the access log line for `path`.
+async fn access_line(veer: &mut VeerProcess, path: &str) -> serde_json::Value {
     let line = veer
         .log_line(IO_TIMEOUT, |line| {
             serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|v| v["target"] == "veer::access")
+                .is_ok_and(|v| v["target"] == "veer::access" && v["fields"]["path"] == path)
         })
         .await
         .expect("an access log line");
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let access = &v["fields"];
-    assert_eq!(access["uri"], "/hello?x=1");
-    assert_eq!(access["method"], "GET");
+    serde_json::from_str::<serde_json::Value>(&line).unwrap()["fields"].clone()
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request() {
+    let up = Upstream::named("app").await;
+    let pin = "[[routes.pin]]\nheader = \"x-pin\"\npool = \"app\"\n";
+    let config = app_config(up.addr, "", "access = true") + pin;
+    let (_dir, path) = temp_config("access", &config);
+    let mut veer = VeerProcess::start(&path).await;
+    let client = common::client();
+    let host = veer.http().to_string();
+    let got = common::request(
+        &client,
+        veer.http(),
+        "POST",
+        "/hello?x=1",
+        &[],
+        "0123456789",
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (http::StatusCode::OK, "app\n")
+    );
+    let access = access_line(&mut veer, "/hello?x=1").await;
+    assert_eq!(access["method"], "POST");
+    assert_eq!(access["host"], host.as_str());
     assert_eq!(access["status"], 200);
+    assert_eq!(
+        (access["bytes_in"].as_u64(), access["bytes_out"].as_u64()),
+        (Some(10), Some(4))
+    );
+    assert!(
+        access["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{access}"
+    );
     assert_eq!(access["route"], "web");
     assert_eq!(access["pool"], "app");
     assert_eq!(access["server"], up.addr.to_string());
+    assert_eq!(access["chosen"], "random");
+    assert_eq!(access["mirrored"], false);
+    assert!(access["client"].as_str().is_some_and(|c| c == "127.0.0.1"));
+    let got = common::send(&client, veer.http(), "GET", "/pinned", &[("x-pin", "1")]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(access_line(&mut veer, "/pinned").await["chosen"], "pin");
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
 

@@ -17,8 +17,8 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 fn check(case: Case, d: Result<Decision, Refusal>, blue: PoolId, canary: PoolId) -> bool {
     match (case, d) {
         (Case::Sticky, Ok(d)) => d.pool == blue && d.server == 1 && !d.set_cookie,
-        (Case::NewUser, Ok(d)) => d.set_cookie && !d.pinned,
-        (Case::Pinned, Ok(d)) => d.pool == canary && d.pinned,
+        (Case::NewUser, Ok(d)) => d.set_cookie && !d.pinned(),
+        (Case::Pinned, Ok(d)) => d.pool == canary && d.pinned(),
         (_, Err(_)) => false,
     }
 }

@@ -48,6 +48,7 @@ pub async fn serve(
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES);
     let mut accept_errors = crate::telemetry::Throttled::new(Duration::from_secs(1));
+    let connections = crate::metrics::connections("admin");
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -58,7 +59,9 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let admin = Arc::clone(&admin);
                 let builder = builder.clone();
+                let open = OpenConnection::new(&connections);
                 tokio::spawn(async move {
+                    let _open = open;
                     let service = service_fn(move |req: Request<Incoming>| {
                         let admin = Arc::clone(&admin);
                         async move { Ok::<_, Infallible>(handle(&admin, req).await) }
@@ -80,6 +83,22 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Counts an admin connection in `veer_connections_active{listener="admin"}` while alive.
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn new(gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -136,6 +155,11 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<AdminBody
         Endpoint::Pools => json_response(
             StatusCode::OK,
             &json!({"version": view.version, "pools": view.pools()}),
+            Some(view.version),
+        ),
+        Endpoint::Stats => json_response(
+            StatusCode::OK,
+            &json!({"version": view.version, "routes": view.stats()}),
             Some(view.version),
         ),
         _ => ApiError::not_found("not found").into_response(),
@@ -202,7 +226,7 @@ async fn change(
                 Some(version),
             ));
         }
-        Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools => {
+        Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools | Endpoint::Stats => {
             return Err(ApiError::not_found("not found"))
         }
     };
@@ -389,6 +413,7 @@ enum Endpoint {
     Rollback(String),
     Rollout(String, RolloutAction),
     Pools,
+    Stats,
     Drain {
         pool: String,
         addr: String,
@@ -431,6 +456,7 @@ impl Endpoint {
                 Endpoint::Rollout(route.to_string(), action)
             }
             ["pools"] => Endpoint::Pools,
+            ["stats"] => Endpoint::Stats,
             ["pools", pool, "servers", addr, verb @ ("drain" | "undrain")] => Endpoint::Drain {
                 pool: pool.to_string(),
                 addr: addr.to_string(),
@@ -445,7 +471,9 @@ impl Endpoint {
     fn allow(&self) -> &'static str {
         match self {
             Endpoint::Config => "GET, HEAD, PUT",
-            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools => "GET, HEAD",
+            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools | Endpoint::Stats => {
+                "GET, HEAD"
+            }
             Endpoint::Split(_) => "PUT",
             Endpoint::Promote(_)
             | Endpoint::Rollback(_)
@@ -458,7 +486,7 @@ impl Endpoint {
         let reading = *method == Method::GET || *method == Method::HEAD;
         match self {
             Endpoint::Config => reading || *method == Method::PUT,
-            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools => reading,
+            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools | Endpoint::Stats => reading,
             Endpoint::Split(_) => *method == Method::PUT,
             Endpoint::Promote(_)
             | Endpoint::Rollback(_)
@@ -472,7 +500,7 @@ impl Endpoint {
     fn is_change(&self, method: &Method) -> bool {
         match self {
             Endpoint::Config => *method == Method::PUT,
-            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools => false,
+            Endpoint::Routes | Endpoint::Route(_) | Endpoint::Pools | Endpoint::Stats => false,
             _ => true,
         }
     }

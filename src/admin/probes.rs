@@ -38,7 +38,7 @@ pub fn handle(admin: &Admin, method: &Method, path: &str) -> Option<Response<Adm
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            crate::metrics::handle().render(),
+            crate::metrics::render(&admin.control.state().snapshot()),
         ),
         _ => return None,
     };

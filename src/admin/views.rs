@@ -265,4 +265,110 @@ impl View {
             .collect();
         Value::Array(pools)
     }
+
+    /// `GET /api/v1/stats`: per route and lane (pool), the last minute's figures, the current
+    /// rollout step's (for its canary and stable pools, while it progresses), and one point per
+    /// second over the last five minutes.
+    pub fn stats(&self) -> Value {
+        let now = tokio::time::Instant::now();
+        let table = &self.snap.table;
+        let routes: Vec<Value> = table
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(r, route)| {
+                let r = u16::try_from(r).ok()?;
+                let status = self
+                    .runtime
+                    .routes
+                    .get(&*route.name)
+                    .and_then(|s| s.rollout.as_ref());
+                let progressing = match status.map(|s| &s.state) {
+                    Some(RolloutState::Progressing { step }) => Some(*step),
+                    _ => None,
+                };
+                let analysis = progressing
+                    .and_then(|_| self.analyses.rollouts.get(&route.name))
+                    .filter(|a| Some(a.step) == progressing);
+                let rollout = route.rollout.as_ref().map(|plan| {
+                    let state = status.map_or(RolloutState::Idle, |s| s.state.clone());
+                    let step = match state {
+                        RolloutState::Progressing { step } | RolloutState::Paused { step } => {
+                            Some(step)
+                        }
+                        _ => None,
+                    };
+                    json!({
+                        "state": state.name(),
+                        "step": step,
+                        "canary": &*table.pool(plan.canary).name,
+                        "stable": &*table.pool(plan.stable).name,
+                    })
+                });
+                let pools: Vec<Value> = self
+                    .snap
+                    .lanes
+                    .of_route(r)
+                    .map(|lane| {
+                        let totals = lane.stats.totals();
+                        let history = lane.history.lock().unwrap_or_else(|e| e.into_inner());
+                        let (minute, span) = history.last_minute(now, &totals);
+                        let step = analysis.as_ref().and_then(|a| {
+                            let plan = route.rollout.as_ref()?;
+                            let figures = if *lane.pool == *table.pool(plan.canary).name {
+                                a.canary
+                            } else if *lane.pool == *table.pool(plan.stable).name {
+                                a.stable_in_step
+                            } else {
+                                return None;
+                            };
+                            Some(figures_view(&figures, a.elapsed_s))
+                        });
+                        let points: Vec<_> = history.points().copied().collect();
+                        drop(history);
+                        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+                        json!({
+                            "pool": &*lane.pool,
+                            "last_minute": figures_view(
+                                &crate::rollout::machine::Figures::of(&minute),
+                                span.as_secs_f64(),
+                            ),
+                            "rollout_step": step,
+                            "series": {
+                                "step_s": 1,
+                                "requests_per_s": points.iter().map(|p| round3(p.requests_per_s())).collect::<Vec<_>>(),
+                                "error_rate": points.iter().map(|p| round3(p.error_rate())).collect::<Vec<_>>(),
+                                "p99_ms": points.iter().map(|p| p.p99.map(|d| round3(ms(d)))).collect::<Vec<_>>(),
+                            },
+                        })
+                    })
+                    .collect();
+                Some(json!({"route": &*route.name, "rollout": rollout, "pools": pools}))
+            })
+            .collect();
+        Value::Array(routes)
+    }
+}
+
+/// A window's figures as the stats view shows them.
+fn figures_view(f: &crate::rollout::machine::Figures, seconds: f64) -> Value {
+    let per_s = if seconds > 0.0 {
+        f.requests as f64 / seconds
+    } else {
+        0.0
+    };
+    json!({
+        "seconds": round3(seconds),
+        "requests": f.requests,
+        "requests_per_s": round3(per_s),
+        "errors": f.errors,
+        "error_rate": f.error_rate,
+        "p50_ms": f.p50_ms,
+        "p99_ms": f.p99_ms,
+    })
+}
+
+/// Three decimals are all a chart or a person reads; they keep the JSON short.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

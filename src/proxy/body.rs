@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use crate::conn::RequestGuard;
 use crate::health::registry::InFlight;
+use crate::proxy::access::AccessRecord;
 use crate::upstream::pool::ServerConns;
 use crate::upstream::Sender;
 
@@ -41,6 +42,8 @@ pub struct RespBody {
     kind: Kind,
     /// Holds the client connection's request count until the body is done.
     request: Option<RequestGuard>,
+    /// The request's access log line, written once the body is done or dropped.
+    access: Option<Box<AccessRecord>>,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,7 @@ impl RespBody {
         Self {
             kind: Kind::Fixed(Some(bytes)),
             request: None,
+            access: None,
         }
     }
 
@@ -65,12 +69,35 @@ impl RespBody {
         Self {
             kind: Kind::Upstream { body, lease },
             request: None,
+            access: None,
         }
     }
 
     pub fn with_guard(mut self, guard: RequestGuard) -> Self {
         self.request = Some(guard);
         self
+    }
+
+    /// Counts the bytes sent in `access` and writes its line when the body is done.
+    pub fn with_access(mut self, access: Option<Box<AccessRecord>>) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Counts a frame's bytes for the access log; writes the line once the body is over.
+    fn account(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+        let Some(access) = self.access.as_mut() else {
+            return;
+        };
+        match frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    access.sent(data.len());
+                }
+            }
+            Poll::Ready(_) => self.access = None,
+            Poll::Pending => {}
+        }
     }
 }
 
@@ -83,7 +110,7 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.kind {
+        let res = match &mut this.kind {
             Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease } => {
                 let res = Pin::new(&mut *body).poll_frame(cx);
@@ -94,7 +121,9 @@ impl Body for RespBody {
                 }
                 res
             }
-        }
+        };
+        this.account(&res);
+        res
     }
 
     fn is_end_stream(&self) -> bool {

@@ -2,6 +2,7 @@
 //! once, asks `route::decide`, forwards over `upstream`, and streams the answer back. Every
 //! failure becomes a response in `error`, the one map from failure to status.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod forward;

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use crate::conn::ConnContext;
 use crate::mirror;
+use crate::proxy::access::AccessRecord;
 use crate::proxy::body::RespBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::{self, Outbound};
@@ -50,25 +51,37 @@ async fn handle(
     ctx: &Arc<ConnContext>,
     mut req: Request<Incoming>,
 ) -> Response<RespBody> {
+    let started = Instant::now();
     let guard = ctx.activity.begin();
     let snap = state.snapshot();
-    let access = state.access_log().then(|| Access::start(&req));
     let client_upgrade =
         headers::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let host_ok = check_host(&req);
     let (parts, body) = req.into_parts();
+    let host = request_host(&parts);
+    let mut access = state.access_log().then(|| {
+        Box::new(AccessRecord::start(
+            started,
+            ctx.peer.ip(),
+            &parts,
+            host,
+            &snap,
+        ))
+    });
     let view = RequestView {
-        host: request_host(&parts),
+        host,
         path: parts.uri.path(),
         headers: &parts.headers,
         client_ip: ctx.peer.ip(),
         random: rand::random(),
     };
     let decided = host_ok.map(|()| route::decide(&snap.table, &view, &snap.slots));
-    let (resp, decision) = match decided {
-        Err(e) => (e.to_response(), None),
-        Ok(Err(Refusal::NoRoute)) => (ProxyError::NoRoute.to_response(), None),
-        Ok(Err(Refusal::NoHealthyPool { .. })) => (ProxyError::NoHealthyServer.to_response(), None),
+    let (resp, decision, mirrored) = match decided {
+        Err(e) => (e.to_response(), None, false),
+        Ok(Err(Refusal::NoRoute)) => (ProxyError::NoRoute.to_response(), None, false),
+        Ok(Err(Refusal::NoHealthyPool { .. })) => {
+            (ProxyError::NoHealthyServer.to_response(), None, false)
+        }
         Ok(Ok(decision)) => {
             let (body, shadow) = if decision.mirror {
                 let upgrading = client_upgrade.is_some();
@@ -76,24 +89,35 @@ async fn handle(
             } else {
                 (ReqBody::Incoming(body), None)
             };
+            let body = match &access {
+                Some(access) => ReqBody::Counted(Box::new(body), access.bytes_in()),
+                None => body,
+            };
             let out = Outbound {
                 parts,
                 body,
                 client_upgrade,
             };
             let (resp, server) = forward_decided(&snap, &decision, out, ctx).await;
+            let mirrored = shadow.is_some();
             if let Some(shadow) = shadow {
                 shadow.answered(resp.status());
             }
+            if let Some(lane) = snap
+                .lanes
+                .of_pool(&snap.table, decision.route, decision.pool)
+            {
+                lane.served(resp.status().as_u16(), started.elapsed());
+            }
             let served = route::Decision { server, ..decision };
-            (resp, Some(served))
+            (resp, Some(served), mirrored)
         }
     };
-    if let Some(access) = access {
-        access.log(ctx, &snap, decision.as_ref(), resp.status());
+    if let Some(access) = access.as_mut() {
+        access.answered(resp.status().as_u16(), decision, mirrored);
     }
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, body.with_guard(guard))
+    Response::from_parts(parts, body.with_guard(guard).with_access(access))
 }
 
 /// Forwards a decided request; adds the sticky cookie to a response, or turns a failure into
@@ -120,55 +144,6 @@ async fn forward_decided(
             );
             (e.to_response(), decision.server)
         }
-    }
-}
-
-/// What the access log line needs from the request; taken only when the log is on.
-struct Access {
-    started: Instant,
-    method: http::Method,
-    uri: http::Uri,
-}
-
-impl Access {
-    fn start(req: &Request<Incoming>) -> Self {
-        Self {
-            started: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-        }
-    }
-
-    fn log(
-        self,
-        ctx: &ConnContext,
-        snap: &Snapshot,
-        decision: Option<&route::Decision>,
-        status: http::StatusCode,
-    ) {
-        let (route, pool, server) = match decision {
-            Some(d) => {
-                let pool = snap.table.pool(d.pool);
-                (
-                    &*snap.table.route(d.route).name,
-                    &*pool.name,
-                    &*pool.servers[usize::from(d.server)].addr,
-                )
-            }
-            None => ("-", "-", "-"),
-        };
-        tracing::info!(
-            target: "veer::access",
-            client = %ctx.peer.ip(),
-            method = %self.method,
-            uri = %self.uri,
-            status = status.as_u16(),
-            route,
-            pool,
-            server,
-            head_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
     }
 }
 

@@ -75,6 +75,11 @@ pub struct Analysis {
     pub stable: Figures,
     /// Stable's figures came from an earlier window (it had too little traffic in this one).
     pub stable_from_earlier: bool,
+    /// How long the step has been watched, in seconds.
+    pub elapsed_s: f64,
+    /// Stable's figures in this step's window, whichever figures judged it.
+    #[serde(skip)]
+    pub stable_in_step: Figures,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,6 +119,8 @@ pub fn step(plan: &RolloutPlan, input: &Input<'_>, now: Instant) -> Analysis {
         canary,
         stable,
         stable_from_earlier,
+        elapsed_s: now.saturating_duration_since(input.started).as_secs_f64(),
+        stable_in_step: stable_now,
     };
     let timed_ramp =
         plan.max_error_rate.is_none() && plan.max_p99.is_none() && plan.compare.is_none();

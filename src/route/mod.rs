@@ -56,13 +56,44 @@ pub struct Decision {
     pub server: ServerId,
     /// The request's place on the split's line, `0..BUCKETS`.
     pub bucket: u16,
-    /// A pin rule chose the pool.
-    pub pinned: bool,
+    /// How the pool was chosen.
+    pub chosen: Chosen,
     /// The route is sticky and the response must carry a new `Set-Cookie`
     /// (no valid cookie came in, or its server changed).
     pub set_cookie: bool,
     /// A copy of the request goes to the route's mirror pool.
     pub mirror: bool,
+}
+
+/// How a decision's pool was chosen (the access log's `chosen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// A pin rule named it.
+    Pin,
+    /// The request's sticky cookie held its place on the split.
+    Sticky,
+    /// The route's `hash_key` placed the request on the split.
+    Hash,
+    /// A random place on the split.
+    Random,
+}
+
+impl Chosen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Chosen::Pin => "pin",
+            Chosen::Sticky => "sticky",
+            Chosen::Hash => "hash",
+            Chosen::Random => "random",
+        }
+    }
+}
+
+impl Decision {
+    /// A pin rule chose the pool.
+    pub fn pinned(&self) -> bool {
+        self.chosen == Chosen::Pin
+    }
 }
 
 /// Why no server was chosen.
@@ -91,10 +122,13 @@ pub fn decide(
     let (route_id, route) = find_route(table, req).ok_or(Refusal::NoRoute)?;
     let refused = Refusal::NoHealthyPool { route: route_id };
     let incoming = incoming_cookie(route, req);
-    let bucket = incoming
-        .map(|c| c.bucket)
-        .or_else(|| hashed_bucket(route, req))
-        .unwrap_or_else(|| random_bucket(req.random));
+    let (bucket, placed) = match incoming {
+        Some(c) => (c.bucket, Chosen::Sticky),
+        None => match hashed_bucket(route, req) {
+            Some(bucket) => (bucket, Chosen::Hash),
+            None => (random_bucket(req.random), Chosen::Random),
+        },
+    };
     let pinned_pool = pinned_pool(route, req, health);
     let pool_id = match pinned_pool {
         Some(pool) => pool,
@@ -112,7 +146,11 @@ pub fn decide(
         pool: pool_id,
         server,
         bucket,
-        pinned: pinned_pool.is_some(),
+        chosen: if pinned_pool.is_some() {
+            Chosen::Pin
+        } else {
+            placed
+        },
         set_cookie,
         mirror: mirror_draw(route, req.random),
     })

@@ -135,7 +135,7 @@ fn every_pin_kind_matches() {
     ];
     for (req, pool) in cases {
         let d = decide(&t, &req.view(), &h).unwrap();
-        assert!(d.pinned);
+        assert!(d.pinned());
         assert_eq!(d.pool, pool);
     }
 }
@@ -151,7 +151,7 @@ fn near_misses_do_not_pin() {
         Req::new("h", "/"),
     ];
     for req in reqs {
-        assert!(!decide(&t, &req.view(), &h).unwrap().pinned);
+        assert!(!decide(&t, &req.view(), &h).unwrap().pinned());
     }
 }
 
@@ -175,17 +175,17 @@ fn pin_to_an_unavailable_pool_falls_through_to_the_split() {
         .header("x-canary", "true")
         .header("x-any", "1");
     let d = decide(&t, &req.view(), &h).unwrap();
-    assert_eq!((d.pool, d.pinned), (BLUE, false));
+    assert_eq!((d.pool, d.pinned()), (BLUE, false));
     // ... the split decides, among the pools that are up.
     for random in 0..200 {
         let req = Req::new("h", "/").header("x-canary", "true").random(random);
         let d = decide(&t, &req.view(), &h).unwrap();
-        assert_eq!((d.pool, d.pinned), (BLUE, false));
+        assert_eq!((d.pool, d.pinned()), (BLUE, false));
     }
     h.up(GREEN, 1);
     let req = Req::new("h", "/").header("x-canary", "true");
     let d = decide(&t, &req.view(), &h).unwrap();
-    assert_eq!((d.pool, d.server, d.pinned), (GREEN, 1, true));
+    assert_eq!((d.pool, d.server, d.pinned()), (GREEN, 1, true));
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn cookie_pin_with_value() {
     let h = FakeHealth::new(&t);
     let pinned = |cookie: &str| {
         let req = Req::new("h", "/").header("cookie", cookie);
-        decide(&t, &req.view(), &h).unwrap().pinned
+        decide(&t, &req.view(), &h).unwrap().pinned()
     };
     assert!(pinned("beta=on"));
     assert!(pinned("x=1; beta = on "));

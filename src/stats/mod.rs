@@ -5,6 +5,10 @@
 //! an API view) takes a snapshot when its window opens and subtracts it from a later one.
 //! Recording is a few relaxed atomic adds: no lock, no allocation, no clock read.
 
+pub mod history;
+
+pub use history::History;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

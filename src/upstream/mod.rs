@@ -32,6 +32,8 @@ pub enum ReqBody {
     Teed(crate::mirror::Tee),
     /// A mirrored copy's body, fed by the primary's `Teed`.
     Copy(crate::mirror::CopyBody),
+    /// Another body whose data bytes are counted as they pass (for the access log).
+    Counted(Box<ReqBody>, std::sync::Arc<std::sync::atomic::AtomicU64>),
 }
 
 impl Body for ReqBody {
@@ -47,6 +49,15 @@ impl Body for ReqBody {
             ReqBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReqBody::Teed(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ReqBody::Copy(body) => Pin::new(body).poll_frame(cx),
+            ReqBody::Counted(body, count) => {
+                let polled = Pin::new(&mut **body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        count.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -56,6 +67,7 @@ impl Body for ReqBody {
             ReqBody::Incoming(body) => body.is_end_stream(),
             ReqBody::Teed(body) => body.is_end_stream(),
             ReqBody::Copy(body) => body.is_end_stream(),
+            ReqBody::Counted(body, _) => body.is_end_stream(),
         }
     }
 
@@ -65,6 +77,7 @@ impl Body for ReqBody {
             ReqBody::Incoming(body) => body.size_hint(),
             ReqBody::Teed(body) => body.size_hint(),
             ReqBody::Copy(body) => body.size_hint(),
+            ReqBody::Counted(body, _) => body.size_hint(),
         }
     }
 }
