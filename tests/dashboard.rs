@@ -390,25 +390,31 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
     );
 
     // Live figures: the background traffic shows as requests per second.
-    let stats = api.get("/api/v1/stats").await.status != StatusCode::NOT_FOUND;
-    if !stats {
-        eprintln!("this veer has no /api/v1/stats yet: live figures not checked");
-    } else {
-        page_until(
+    page_until(
+        browser,
+        long,
+        "blue's requests/s is above 0",
+        "const e = document.querySelector('[data-route=\"web\"] [data-fig=\"rps\"][data-pool=\"blue\"]'); \
+         return !!e && Number(e.textContent) > 0;",
+    )
+    .await;
+    page_until(
+        browser,
+        long,
+        "the requests/s chart has a line",
+        "return !!document.querySelector('[data-route=\"web\"] [data-chart=\"requests_per_s\"] path');",
+    )
+    .await;
+    for fig in ["error-rate", "p50", "p99"] {
+        let shown = text_of(
             browser,
-            long,
-            "blue's requests/s is above 0",
-            "const e = document.querySelector('[data-route=\"web\"] [data-fig=\"rps\"][data-pool=\"blue\"]'); \
-             return !!e && Number(e.textContent) > 0;",
+            &format!("[data-route=\"web\"] [data-fig=\"{fig}\"][data-pool=\"blue\"]"),
         )
         .await;
-        page_until(
-            browser,
-            long,
-            "the requests/s chart has a line",
-            "return !!document.querySelector('[data-route=\"web\"] [data-chart=\"requests_per_s\"] path');",
-        )
-        .await;
+        assert!(
+            shown.is_some_and(|t| !t.is_empty()),
+            "blue's {fig} is shown"
+        );
     }
     assert!(sent.load(Ordering::Relaxed) > 0, "background traffic flows");
 
@@ -605,16 +611,23 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
         api_weights(api, "web").await,
         weights(&[("blue", 90), ("green", 10)])
     );
-    if stats {
-        page_until(
-            browser,
-            long,
-            "the step's figures show for the canary",
-            "const e = document.querySelector('[data-route=\"web\"] [data-fig=\"step-requests\"][data-pool=\"green\"]'); \
-             return !!e && e.textContent.trim() !== '';",
-        )
-        .await;
-    }
+    page_until(
+        browser,
+        long,
+        "the step's figures count the canary's requests",
+        "const e = document.querySelector('[data-route=\"web\"] [data-fig=\"step-requests\"][data-pool=\"green\"]'); \
+         return !!e && Number(e.textContent.replace(/,/g, '')) > 0;",
+    )
+    .await;
+    // The screenshot: the rollout under way, from the top of the page.
+    js(browser, "window.scrollTo(0, 0); return true;").await;
+    let png = within(IO_TIMEOUT, "a screenshot", browser.screenshot())
+        .await
+        .expect("a screenshot");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, &png).expect("the screenshot is written");
+    println!("dashboard screenshot: {}", path.display());
+
     click(
         browser,
         "button[data-action=\"rollout\"][data-verb=\"pause\"]",
@@ -691,13 +704,6 @@ async fn drive(browser: &Client, admin: SocketAddr, api: &Api, sent: &AtomicUsiz
            && !!document.querySelector('[data-pool-card=\"green\"] button[data-action=\"drain\"]');",
     )
     .await;
-
-    let png = within(IO_TIMEOUT, "a screenshot", browser.screenshot())
-        .await
-        .expect("a screenshot");
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    std::fs::write(&path, &png).expect("the screenshot is written");
-    println!("dashboard screenshot: {}", path.display());
 
     // The same page under the name localhost works too (its own origin, its own token).
     let url = format!("http://localhost:{}/", admin.port());
