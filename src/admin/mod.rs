@@ -1,9 +1,10 @@
 //! The operator surface on `admin.listen`: the JSON API (`api`, with its JSON `views` and the
-//! `wire` side: auth, `If-Match`, bodies, errors), and the probes `/healthz`, `/readyz` and
-//! `/metrics` (`probes`). Every change goes through `control`; this room only parses,
-//! authorises and answers.
+//! `wire` side: auth, `If-Match`, bodies, errors), the probes `/healthz`, `/readyz` and
+//! `/metrics` (`probes`), and the dashboard's page on `/` (`dashboard`). Every change goes
+//! through `control`; this room only parses, authorises and answers.
 
 pub mod api;
+mod dashboard;
 #[doc(hidden)]
 pub mod parsers;
 mod probes;

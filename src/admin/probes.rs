@@ -1,6 +1,6 @@
-//! The probes and the metrics page: `/healthz` (alive), `/readyz` (serving; 503 while the
-//! proxy drains) and `/metrics` (Prometheus text). None needs a token; none holds state data.
-//! `/`, the dashboard's page, is not served yet.
+//! The probes, the metrics page and the dashboard: `/healthz` (alive), `/readyz` (serving; 503
+//! while the proxy drains), `/metrics` (Prometheus text) and `/` (the dashboard's page, which
+//! then reads the JSON API itself). None needs a token; none holds state data.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -14,10 +14,10 @@ use super::Admin;
 pub fn handle(admin: &Admin, method: &Method, path: &str) -> Option<Response<AdminBody>> {
     let reading = *method == Method::GET || *method == Method::HEAD;
     let resp = match path {
-        "/" => ApiError::not_found("the dashboard is not served by this version").into_response(),
-        "/healthz" | "/readyz" | "/metrics" if !reading => {
+        "/" | "/healthz" | "/readyz" | "/metrics" if !reading => {
             ApiError::method_not_allowed("GET, HEAD").into_response()
         }
+        "/" => super::dashboard::page(),
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         "/readyz" => {
             let draining = *admin.draining.borrow();
