@@ -236,6 +236,27 @@ async fn the_demo_serves_a_90_10_split_and_exits_0_on_ctrl_c() {
     let mut cmd = veer_cmd();
     cmd.args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
     let mut veer = VeerProcess::spawn(cmd);
+    // The dashboard's address comes first, and it serves the page.
+    let first = veer
+        .log_line(IO_TIMEOUT, |line| {
+            let line = line.trim();
+            line.starts_with("dashboard") || line.starts_with("proxy")
+        })
+        .await
+        .expect("the demo prints its addresses");
+    let dashboard = first
+        .trim()
+        .strip_prefix("dashboard")
+        .expect("the dashboard first");
+    let url = dashboard.split_whitespace().next().unwrap();
+    let admin: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let page = common::get(admin, "/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>"), "{}", page.body);
     let line = veer
         .log_line(IO_TIMEOUT, |line| line.trim().starts_with("proxy"))
         .await
