@@ -26,9 +26,13 @@ pub struct Lane {
     requests: [metrics::Counter; 5],
     /// `veer_request_duration_seconds{route, pool}`.
     duration: metrics::Histogram,
-    /// Attempts, errors and latencies of this route's requests to this pool.
+    /// Attempts, errors and latencies of this route's requests to this pool (what rollout
+    /// analysis judges: a connect-failure retry is a second attempt).
     pub stats: crate::stats::Stats,
-    /// `stats` once a second, for the windows of `GET /api/v1/stats`.
+    /// Requests as their clients saw them: one per request, the status it got, the time to
+    /// its answer's head (what `GET /api/v1/stats` shows, as `veer_requests_total` counts).
+    pub answered: crate::stats::Stats,
+    /// `answered` once a second, for the windows of `GET /api/v1/stats`.
     pub history: Mutex<History>,
 }
 
@@ -49,6 +53,7 @@ impl Lane {
             requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(code),
             duration: metrics::histogram!(crate::metrics::REQUEST_DURATION, &labels),
             stats: crate::stats::Stats::default(),
+            answered: crate::stats::Stats::default(),
             history: Mutex::new(History::default()),
         }
     }
@@ -59,11 +64,12 @@ impl Lane {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[class].increment(1);
         self.duration.record(took.as_secs_f64());
+        self.answered.record_answer(status, took);
     }
 
     /// Adds the totals of this second to the history (the stats recorder, once a second).
     pub fn remember(&self, at: tokio::time::Instant) {
-        let totals = self.stats.totals();
+        let totals = self.answered.totals();
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())

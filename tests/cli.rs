@@ -187,6 +187,71 @@ async fn the_access_log_has_one_json_line_per_request() {
 }
 
 #[tokio::test]
+async fn the_access_log_says_499_for_a_client_gone_before_its_answer_and_counts_a_tunnel() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (held, gate) = Upstream::gated("held").await;
+    let echo = common::ws_echo().await;
+    let config = child_toml(
+        "access = true",
+        &format!(
+            "[pools.held]\nservers = [\"{}\"]\n[pools.ws]\nservers = [\"{}\"]\n\
+             [[routes]]\nname = \"chat\"\npath_prefix = \"/chat\"\nsplit = {{ ws = 1 }}\n\
+             [[routes]]\nname = \"web\"\nsplit = {{ held = 1 }}\n",
+            held.addr, echo.addr
+        ),
+    );
+    let (_dir, path) = temp_config("access-gone", &config);
+    let mut veer = VeerProcess::start(&path).await;
+
+    // The client sends its request and leaves while the server holds the answer.
+    let mut s = common::requests::connect(veer.http()).await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    common::eventually(IO_TIMEOUT, "the request reaches the server", || {
+        let hits = std::sync::Arc::clone(&held.hits);
+        async move { hits.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+    })
+    .await;
+    drop(s);
+    let gone = access_line(&mut veer, "/slow").await;
+    assert_eq!(gone["status"], 499, "{gone}");
+    assert_eq!(
+        (gone["route"].as_str(), gone["pool"].as_str()),
+        (Some("web"), Some("held"))
+    );
+    assert_eq!(gone["server"], held.addr.to_string());
+    gate.open();
+
+    // A WebSocket's line comes when the tunnel closes, with the tunnel's bytes.
+    let url = format!("ws://{}/chat", veer.http());
+    let (mut ws, _) = common::within(
+        IO_TIMEOUT,
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("handshake through veer");
+    ws.send(Message::text("x".repeat(1000))).await.unwrap();
+    let back = common::within(IO_TIMEOUT, "the echo", ws.next()).await;
+    assert_eq!(back.unwrap().unwrap().into_text().unwrap().len(), 1000);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let tunnel = access_line(&mut veer, "/chat").await;
+    assert_eq!(tunnel["status"], 101, "{tunnel}");
+    assert!(
+        tunnel["bytes_in"].as_u64().is_some_and(|b| b >= 1000),
+        "{tunnel}"
+    );
+    assert!(
+        tunnel["bytes_out"].as_u64().is_some_and(|b| b >= 1000),
+        "{tunnel}"
+    );
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
+}
+
+#[tokio::test]
 async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
     let (blue, green) = (
         Upstream::named("blue").await,

@@ -423,3 +423,43 @@ async fn stats_give_each_route_and_pool_its_last_minute_and_rollout_step() {
     .await;
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
+
+#[tokio::test]
+async fn stats_count_requests_as_clients_saw_them_not_attempts() {
+    // Every other request goes first to a server that refuses connections, and is retried on
+    // the live one: four requests, six attempts, no error a client saw.
+    let live = status_upstream("live", 200).await;
+    let dead = common::refused_addr();
+    let dir = TempDir::new("obs-attempts");
+    let body = format!(
+        "[proxy]\nretries = 1\n[pools.app]\nservers = [\"{}\", \"{}\"]\nbalance = \"round_robin\"\n\
+         [[routes]]\nname = \"web\"\nsplit = {{ app = 1 }}\n",
+        dead.addr, live.addr
+    );
+    let (veer, api) = start(&dir, &body).await;
+    let client = common::client();
+    for _ in 0..4 {
+        let got = common::send(&client, veer.http(), "GET", "/", &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    let m = api.metrics().await;
+    assert_eq!(requests(&m, "web", "app", "2xx"), 4.0);
+    let errors = metric_or_panic(
+        &m,
+        "veer_upstream_errors_total",
+        &[
+            ("pool", "app"),
+            ("server", &dead.addr.to_string()),
+            ("kind", "connect"),
+        ],
+    );
+    assert!(errors >= 1.0, "the refused server was tried:\n{m}");
+    let got = api.get("/api/v1/stats").await;
+    let minute = &got.json["routes"][0]["pools"][0]["last_minute"];
+    assert_eq!(
+        (minute["requests"].as_u64(), minute["errors"].as_u64()),
+        (Some(4), Some(0)),
+        "{minute}"
+    );
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
+}

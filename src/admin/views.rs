@@ -283,8 +283,11 @@ impl View {
                     .routes
                     .get(&*route.name)
                     .and_then(|s| s.rollout.as_ref());
+                // A paused step shows the figures it was paused on.
                 let progressing = match status.map(|s| &s.state) {
-                    Some(RolloutState::Progressing { step }) => Some(*step),
+                    Some(RolloutState::Progressing { step } | RolloutState::Paused { step }) => {
+                        Some(*step)
+                    }
                     _ => None,
                 };
                 let analysis = progressing
@@ -310,7 +313,7 @@ impl View {
                     .lanes
                     .of_route(r)
                     .map(|lane| {
-                        let totals = lane.stats.totals();
+                        let totals = lane.answered.totals();
                         let history = lane.history.lock().unwrap_or_else(|e| e.into_inner());
                         let (minute, span) = history.last_minute(now, &totals);
                         let step = analysis.as_ref().and_then(|a| {

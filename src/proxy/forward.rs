@@ -29,6 +29,8 @@ pub struct Outbound {
     pub body: ReqBody,
     /// Set for an HTTP/1.1 `Upgrade` request: the client side of the switch.
     pub client_upgrade: Option<OnUpgrade>,
+    /// Where the access log line of an upgraded exchange arrives, for the tunnel to finish.
+    pub tunnel_log: Option<tokio::sync::oneshot::Receiver<Box<crate::proxy::access::AccessRecord>>>,
 }
 
 /// Forwards `out` as `decision` says; the response head comes back with its body streaming,
@@ -57,7 +59,7 @@ pub async fn forward(
     let server = lease.server;
     let mut resp = Response::from_parts(parts, body);
     if let (true, Some(client)) = (switching, out.client_upgrade) {
-        upgrade::tunnel(client, &mut resp, lease, Arc::clone(ctx));
+        upgrade::tunnel(client, &mut resp, lease, Arc::clone(ctx), out.tunnel_log);
         let (parts, _) = resp.into_parts();
         let resp = Response::from_parts(parts, RespBody::fixed(bytes::Bytes::new()));
         return Ok((resp, server));

@@ -85,6 +85,13 @@ fn remove_listed(headers: &mut HeaderMap, value: &HeaderValue, keep_upgrade: boo
     }
 }
 
+/// An authority's `host[:port]`, without the `user:password@` an absolute-form target may carry
+/// (never a host, and never to be forwarded or logged).
+pub fn host_of(authority: &http::uri::Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
+}
+
 /// Turns a client's request head into the one sent upstream: HTTP/1.1, origin-form URI, `Host`
 /// kept (taken from the authority for HTTP/2 clients), hop-by-hop removed, forwarding headers
 /// added.
@@ -102,7 +109,7 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     // An absolute-form or HTTP/2 request names its host in the URI: that is the one it was
     // routed on, so it is the one the upstream sees (RFC 9112 §3.2.2).
     if let Some(authority) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+        if let Ok(v) = HeaderValue::from_str(host_of(authority)) {
             headers.insert(header::HOST, v);
         }
     }

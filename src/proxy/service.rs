@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, Request, Response};
+use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::conn::ConnContext;
@@ -59,15 +59,9 @@ async fn handle(
     let host_ok = check_host(&req);
     let (parts, body) = req.into_parts();
     let host = request_host(&parts);
-    let mut access = state.access_log().then(|| {
-        Box::new(AccessRecord::start(
-            started,
-            ctx.peer.ip(),
-            &parts,
-            host,
-            &snap,
-        ))
-    });
+    let mut access = state
+        .access_log()
+        .then(|| Box::new(AccessRecord::start(started, ctx.peer.ip(), &parts, host)));
     let view = RequestView {
         host,
         path: parts.uri.path(),
@@ -89,14 +83,26 @@ async fn handle(
             } else {
                 (ReqBody::Incoming(body), None)
             };
-            let body = match &access {
-                Some(access) => ReqBody::Counted(Box::new(body), access.bytes_in()),
+            let body = match &mut access {
+                Some(access) => {
+                    access.decided(&snap.table, &decision);
+                    ReqBody::Counted(Box::new(body), access.bytes_in())
+                }
                 None => body,
+            };
+            // An upgraded exchange's line waits for its tunnel to close, with its bytes.
+            let (tunnel_log, tunnel_rx) = match (&access, &client_upgrade) {
+                (Some(_), Some(_)) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    (Some(tx), Some(rx))
+                }
+                _ => (None, None),
             };
             let out = Outbound {
                 parts,
                 body,
                 client_upgrade,
+                tunnel_log: tunnel_rx,
             };
             let (resp, server) = forward_decided(&snap, &decision, out, ctx).await;
             let mirrored = shadow.is_some();
@@ -110,11 +116,22 @@ async fn handle(
                 lane.served(resp.status().as_u16(), started.elapsed());
             }
             let served = route::Decision { server, ..decision };
+            if let Some(record) = access.as_mut() {
+                record.decided(&snap.table, &served);
+                record.answered(resp.status().as_u16(), mirrored);
+            }
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if let (Some(tx), true) = (tunnel_log, switched) {
+                // Handed to the tunnel; back here if the tunnel has already ended.
+                if let Some(record) = access.take() {
+                    access = tx.send(record).err();
+                }
+            }
             (resp, Some(served), mirrored)
         }
     };
-    if let Some(access) = access.as_mut() {
-        access.answered(resp.status().as_u16(), decision, mirrored);
+    if let (Some(record), None) = (access.as_mut(), &decision) {
+        record.answered(resp.status().as_u16(), mirrored);
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_guard(guard).with_access(access))
@@ -163,7 +180,7 @@ fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
 /// The request's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
 fn request_host(parts: &http::request::Parts) -> &str {
     if let Some(authority) = parts.uri.authority() {
-        return authority.as_str();
+        return headers::host_of(authority);
     }
     parts
         .headers

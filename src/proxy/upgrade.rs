@@ -9,7 +9,10 @@ use hyper_util::rt::TokioIo;
 
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
 use crate::conn::ConnContext;
+use crate::proxy::access::AccessRecord;
 use crate::proxy::body::Lease;
 
 /// Joins the two upgraded connections in a task of their own. The lease keeps the server's
@@ -20,6 +23,7 @@ pub fn tunnel(
     upstream_resp: &mut Response<Incoming>,
     lease: Lease,
     ctx: Arc<ConnContext>,
+    log: Option<oneshot::Receiver<Box<AccessRecord>>>,
 ) {
     let upstream = hyper::upgrade::on(upstream_resp);
     tokio::spawn(async move {
@@ -33,8 +37,16 @@ pub fn tunnel(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %e, "upgraded connection ended");
+        let (up, down) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgraded connection ended");
+                (0, 0)
+            }
+        };
+        // The access log line, when on, is written now, with the tunnel's bytes.
+        if let Some(mut record) = log.and_then(|mut rx| rx.try_recv().ok()) {
+            record.tunneled(up, down);
         }
     });
 }

@@ -68,11 +68,21 @@ pub fn is_error(ended: Ended) -> bool {
 impl Stats {
     /// Counts one attempt.
     pub fn record(&self, outcome: &Outcome) {
+        self.count(is_error(outcome.ended), outcome.latency);
+    }
+
+    /// Counts one request as its client saw it: the status it got (a 5xx is an error) and how
+    /// long its answer's head took.
+    pub fn record_answer(&self, status: u16, latency: Duration) {
+        self.count(is_error(Ended::Answered(status)), latency);
+    }
+
+    fn count(&self, error: bool, latency: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if is_error(outcome.ended) {
+        if error {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency[bucket(outcome.latency)].fetch_add(1, Ordering::Relaxed);
+        self.latency[bucket(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The totals now.
