@@ -43,6 +43,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers: the fixed list, `upgrade` unless the exchange is an upgrade,
 /// and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most heads carry no hop-by-hop header at all: one pass over the names (equality of known
+    // names is a tag comparison) finds that, where each removal costs a hash and a probe.
+    let any = headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == header::UPGRADE));
+    if !any {
+        return;
+    }
     let mut listed = headers.get_all(header::CONNECTION).iter();
     // Clones of the values are reference-counted views: no copy of the bytes.
     let first = listed.next().cloned();
@@ -176,6 +184,27 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn a_lone_hop_by_hop_header_is_removed_and_a_clean_head_is_left_as_it_is() {
+        for (name, value) in [
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("keep-alive", "5"),
+        ] {
+            let mut h = map(&[("accept", "*/*"), (name, value), ("x-id", "7")]);
+            strip_hop_by_hop(&mut h, false);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 2, "{h:?}");
+        }
+        let mut h = map(&[("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.contains_key("upgrade"));
+        let clean = map(&[("accept", "*/*"), ("x-id", "7"), ("x-id", "8")]);
+        let mut h = clean.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, clean);
     }
 
     #[test]
