@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Instructions per request: a figure to steer by that the machine's noise does not move.
-# Runs veer under callgrind twice, serving N1 and then N2 keep-alive GETs (8 connections)
+# Runs the proxy under callgrind twice, serving N1 and then N2 keep-alive GETs (8 connections)
 # through a 90/10 split to a local upstream, and reports (Ir(N2) - Ir(N1)) / (N2 - N1): the
-# instructions one more request costs, start and shutdown cancelled out.
+# instructions one more request costs, start and shutdown cancelled out. NGINX and HAProxy run
+# the same way (one process, one thread, keep-alive to the upstream), for comparison.
 #
-#   benches/instructions.sh [BIN] [N1] [N2]      (default target/release/veer 2000 6000)
+#   benches/instructions.sh [BIN | nginx | haproxy] [N1] [N2]
+#                            (default target/release/veer 2000 6000)
 #
-# Needs valgrind and python3. Every wait is bounded.
+# Needs valgrind and python3 (and nginx or haproxy for those). Every wait is bounded.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bin="${1:-target/release/veer}"
+subject="${1:-target/release/veer}"
 n1="${2:-2000}"
 n2="${3:-6000}"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
-[ -x "$bin" ] || { echo "no veer binary at $bin (cargo build --release)" >&2; exit 2; }
+case "$subject" in
+    nginx|haproxy) command -v "$subject" >/dev/null || { echo "needs $subject" >&2; exit 2; } ;;
+    *) [ -x "$subject" ] || { echo "no veer binary at $subject (cargo build --release)" >&2; exit 2; } ;;
+esac
 work="$(mktemp -d)"
 upstream_pid=""
 cleanup() {
@@ -29,16 +34,55 @@ up="127.0.0.1:$(cat "$work/upstream.port")"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Ir of one veer run serving $1 requests.
-measure() {
-    local n="$1" port admin out
-    port="$(free_port)"
-    admin="$(free_port)"
-    cat > "$work/veer.toml" <<TOML
+# Writes the subject's config for `port` and prints the command that serves it.
+command_for() {
+    local port="$1"
+    case "$subject" in
+        nginx)
+            cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server $up weight=9; server $up weight=1; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+            echo "nginx -p $work -c $work/nginx.conf" ;;
+        haproxy)
+            cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend app
+backend app
+  balance roundrobin
+  server blue $up weight 9
+  server green $up weight 1
+CONF
+            echo "haproxy -db -f $work/haproxy.cfg" ;;
+        *)
+            cat > "$work/veer.toml" <<TOML
 [listen]
 http = "127.0.0.1:$port"
 [admin]
-listen = "127.0.0.1:$admin"
+listen = "127.0.0.1:$(free_port)"
 [proxy]
 workers = 1
 [log]
@@ -51,9 +95,18 @@ servers = ["$up"]
 name = "bench"
 split = { blue = 90, green = 10 }
 TOML
+            echo "$subject run --config $work/veer.toml" ;;
+    esac
+}
+
+# Ir of one run serving $1 requests.
+measure() {
+    local n="$1" port out cmd
+    port="$(free_port)"
+    cmd="$(command_for "$port")"
     out="$work/callgrind.$n"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run --config "$work/veer.toml" \
-        2> "$work/valgrind.$n.log" &
+    # shellcheck disable=SC2086
+    valgrind --tool=callgrind --callgrind-out-file="$out" $cmd 2> "$work/valgrind.$n.log" &
     local pid=$!
     local ready=0
     for _ in $(seq 600); do
@@ -62,16 +115,15 @@ TOML
         fi
         sleep 0.1
     done
-    [ "$ready" = 1 ] || { echo "veer did not listen within 60 s" >&2; cat "$work/valgrind.$n.log" >&2; kill -9 "$pid"; exit 1; }
+    [ "$ready" = 1 ] || { echo "$subject did not listen within 60 s" >&2; cat "$work/valgrind.$n.log" >&2; kill -9 "$pid"; exit 1; }
     timeout 600 python3 "$here/instructions/load.py" client "127.0.0.1:$port" "$n" 8
     kill -TERM "$pid"
-    timeout 120 tail --pid="$pid" -f /dev/null || { kill -9 "$pid"; echo "veer did not exit" >&2; exit 1; }
+    timeout 120 tail --pid="$pid" -f /dev/null || { kill -9 "$pid"; echo "$subject did not exit" >&2; exit 1; }
     wait "$pid" || true
-    # Sum every thread's and part's totals.
     grep -h '^summary:' "$out"* | awk '{ s += $2 } END { print s }'
 }
 
 ir1="$(measure "$n1")"
 ir2="$(measure "$n2")"
 per=$(( (ir2 - ir1) / (n2 - n1) ))
-echo "veer $("$bin" --version 2>/dev/null | head -n1): $per instructions per request (Ir $ir1 for $n1 requests, $ir2 for $n2)"
+echo "$subject: $per instructions per request (Ir $ir1 for $n1 requests, $ir2 for $n2)"
