@@ -95,7 +95,7 @@ impl Lanes {
 
     /// The lane of `pool` in `route` (a short scan of the route's lanes); `None` for a pool
     /// the route never sends to.
-    pub fn of_pool(&self, _table: &Table, route: RouteId, pool: PoolId) -> Option<&Arc<Lane>> {
+    pub fn of_pool(&self, route: RouteId, pool: PoolId) -> Option<&Arc<Lane>> {
         self.routes
             .get(usize::from(route))?
             .iter()
@@ -228,7 +228,7 @@ mod tests {
         let names: Vec<&str> = lanes.of_route(0).map(|l| &*l.pool).collect();
         assert_eq!(names, ["blue", "beta"]);
         let beta = t.pools.iter().position(|p| &*p.name == "beta").unwrap() as PoolId;
-        assert_eq!(&*lanes.of_pool(&t, 0, beta).unwrap().pool, "beta");
+        assert_eq!(&*lanes.of_pool(0, beta).unwrap().pool, "beta");
         assert!(lanes.get(0, 1).is_some_and(|l| &*l.pool == "beta"));
     }
 }

@@ -85,7 +85,7 @@ impl Outcome {
 /// Reports one attempt to every consumer. Called by `proxy` exactly once per attempt, on the
 /// snapshot the request was decided on.
 pub fn report(snap: &Snapshot, outcome: &Outcome) {
-    if let Some(lane) = snap.lanes.of_pool(&snap.table, outcome.route, outcome.pool) {
+    if let Some(lane) = snap.lanes.of_pool(outcome.route, outcome.pool) {
         lane.stats.record(outcome);
     }
     let Some(slot) = snap.slots.get(outcome.pool, outcome.server) else {

@@ -109,10 +109,7 @@ async fn handle(
             if let Some(shadow) = shadow {
                 shadow.answered(resp.status());
             }
-            if let Some(lane) = snap
-                .lanes
-                .of_pool(&snap.table, decision.route, decision.pool)
-            {
+            if let Some(lane) = snap.lanes.of_pool(decision.route, decision.pool) {
                 lane.served(resp.status().as_u16(), started.elapsed());
             }
             let served = route::Decision { server, ..decision };

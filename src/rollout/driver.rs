@@ -129,8 +129,8 @@ impl Driver {
                     continue;
                 };
                 let lanes = (
-                    snap.lanes.of_pool(table, route_id, plan.canary),
-                    snap.lanes.of_pool(table, route_id, plan.stable),
+                    snap.lanes.of_pool(route_id, plan.canary),
+                    snap.lanes.of_pool(route_id, plan.stable),
                 );
                 let (Some(canary), Some(stable)) = lanes else {
                     continue;
