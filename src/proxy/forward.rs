@@ -35,18 +35,19 @@ pub struct Outbound {
 
 /// Forwards `out` as `decision` says; the response head comes back with its body streaming,
 /// together with the server that answered (another than the decision's after a retry).
+/// `started`: when the request arrived, the start of its `request_timeout`.
 pub async fn forward(
     snap: &Snapshot,
     decision: &Decision,
     mut out: Outbound,
     ctx: &Arc<ConnContext>,
+    started: Instant,
 ) -> Result<(Response<RespBody>, ServerId), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
     headers::prepare_request(&mut out.parts, ctx, upgrading);
     let req = Request::from_parts(out.parts, out.body);
-    let deadline = Instant::now() + settings.request_timeout;
-    let (resp, lease) = send(snap, decision, req, upgrading, deadline).await?;
+    let (resp, lease) = send(snap, decision, req, upgrading, started).await?;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching && upgrading);
@@ -74,85 +75,120 @@ pub async fn forward(
 /// a body nothing: it goes again on a new connection (the resend rule). Each attempt's outcome
 /// is reported once, when its response head arrives or it fails; a resend after a kept
 /// connection closed unanswered is not a server failure and reports nothing. Everything up to
-/// the response head must be done by `deadline` (`request_timeout`).
+/// the response head must be done by `request_timeout` after `started`: one timer for the whole
+/// exchange, whatever the number of attempts.
 async fn send(
+    snap: &Snapshot,
+    decision: &Decision,
+    req: Request<ReqBody>,
+    upgrading: bool,
+    started: Instant,
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
+    let settings = &snap.table.proxy;
+    let mut current = Attempt {
+        server: decision.server,
+        started,
+        reused: false,
+    };
+    let attempts = attempt(snap, decision, req, upgrading, &mut current);
+    match tokio::time::timeout_at(started + settings.request_timeout, attempts).await {
+        Ok(done) => done,
+        Err(_) => {
+            current.report(snap, decision, Ended::Failed(ErrorKind::Timeout));
+            Err(ProxyError::Timeout(settings.request_timeout))
+        }
+    }
+}
+
+/// The attempt in progress: the one a timeout is charged to.
+struct Attempt {
+    server: ServerId,
+    started: Instant,
+    /// It went out on a kept connection.
+    reused: bool,
+}
+
+impl Attempt {
+    fn report(&self, snap: &Snapshot, decision: &Decision, ended: Ended) {
+        let attempt = Outcome {
+            route: decision.route,
+            pool: decision.pool,
+            server: self.server,
+            ended,
+            latency: self.started.elapsed(),
+            reused: self.reused,
+        };
+        outcome::report(snap, &attempt);
+    }
+}
+
+/// The attempts of `send`, without its deadline; `current` follows the attempt in progress.
+async fn attempt(
     snap: &Snapshot,
     decision: &Decision,
     mut req: Request<ReqBody>,
     upgrading: bool,
-    deadline: Instant,
+    current: &mut Attempt,
 ) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let settings = &snap.table.proxy;
-    let timed_out = || ProxyError::Timeout(settings.request_timeout);
     let pool = snap.table.pool(decision.pool);
-    let mut server = decision.server;
-    let mut attempt = 0;
+    let mut tries = 0;
     let mut fresh = upgrading;
     loop {
+        let server = current.server;
         let slot = snap.slots.server(decision.pool, server);
         let conns = snap.conns.server(decision.pool, server);
         let target = &pool.servers[usize::from(server)].target;
         let flight = slot.begin();
-        let started = Instant::now();
-        let report = |ended: Ended, reused: bool| {
-            let attempt = Outcome {
-                route: decision.route,
-                pool: decision.pool,
-                server,
-                ended,
-                latency: started.elapsed(),
-                reused,
-            };
-            outcome::report(snap, &attempt);
-        };
         let tls = snap.upstream_tls[usize::from(decision.pool)].as_ref();
-        let obtaining = obtain(conns, target, settings, fresh, upgrading, tls);
-        let obtained = tokio::time::timeout_at(deadline, obtaining).await;
-        let (mut sender, reused) = match obtained {
-            Err(_) => {
-                report(Ended::Failed(ErrorKind::Timeout), false);
-                return Err(timed_out());
-            }
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
+        let obtained = obtain(
+            conns,
+            target,
+            settings,
+            fresh,
+            upgrading,
+            tls,
+            current.started,
+        );
+        let (mut sender, reused) = match obtained.await {
+            Ok(found) => found,
+            Err(e) => {
                 if e.is_tls() {
                     tracing::warn!(pool = %pool.name, server = %slot.addr, error = %e, "upstream TLS failed");
                 } else {
                     tracing::debug!(pool = %pool.name, server = %slot.addr, error = %e, "connect failed");
                 }
-                report(Ended::Failed(ErrorKind::Connect), false);
-                attempt += 1;
-                let next = (attempt <= settings.retries)
+                current.report(snap, decision, Ended::Failed(ErrorKind::Connect));
+                tries += 1;
+                let next = (tries <= settings.retries)
                     .then(|| {
                         route::fallback(
                             &snap.table,
                             &snap.slots,
                             decision.pool,
                             decision.server,
-                            attempt,
+                            tries,
                         )
                     })
                     .flatten();
                 match next {
                     Some(next) => {
-                        server = next;
+                        *current = Attempt {
+                            server: next,
+                            started: Instant::now(),
+                            reused: false,
+                        };
                         continue;
                     }
                     None => return Err(ProxyError::Connect(e)),
                 }
             }
         };
+        current.reused = reused;
         let again = (reused && resendable(&req)).then(|| head_copy(&req));
-        let sent = match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
-            Ok(sent) => sent,
-            Err(_) => {
-                report(Ended::Failed(ErrorKind::Timeout), reused);
-                return Err(timed_out());
-            }
-        };
-        match sent {
+        match sender.try_send_request(req).await {
             Ok(resp) => {
-                report(Ended::Answered(resp.status().as_u16()), reused);
+                current.report(snap, decision, Ended::Answered(resp.status().as_u16()));
                 let sender = (!upgrading).then(|| (sender, Arc::clone(conns)));
                 let lease = Lease {
                     sender,
@@ -168,6 +204,11 @@ async fn send(
                 if let (Some(back), true) = (failed.take_message(), reused) {
                     req = back;
                     fresh = true;
+                    *current = Attempt {
+                        server,
+                        started: Instant::now(),
+                        reused: false,
+                    };
                     continue;
                 }
                 let err = failed.into_error();
@@ -176,11 +217,16 @@ async fn send(
                         tracing::debug!(pool = %pool.name, server = %slot.addr, error = %err, "kept connection closed unanswered; sending again on a new one");
                         req = copy;
                         fresh = true;
+                        *current = Attempt {
+                            server,
+                            started: Instant::now(),
+                            reused: false,
+                        };
                     }
                     _ => {
                         let e = error::from_send(err);
                         if matches!(e, ProxyError::UpstreamProtocol(_)) {
-                            report(Ended::Failed(ErrorKind::Protocol), reused);
+                            current.report(snap, decision, Ended::Failed(ErrorKind::Protocol));
                         }
                         return Err(e);
                     }
@@ -236,15 +282,22 @@ async fn obtain(
     fresh: bool,
     upgrading: bool,
     tls: Option<&Result<crate::tls::UpstreamClient, std::sync::Arc<str>>>,
+    now: Instant,
 ) -> Result<(Sender, bool), upstream::ConnectError> {
     if !fresh {
-        let now = Instant::now();
         if let Some(sender) = conns.take(now, settings.upstream_idle_timeout) {
             return Ok((sender, true));
         }
     }
-    let sender = upstream::connect(target, settings.connect_timeout, upgrading, tls).await?;
-    Ok((sender, false))
+    // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and the request's
+    // own future is moved whole on every request, most of which find a kept connection.
+    let opening = Box::pin(upstream::connect(
+        target,
+        settings.connect_timeout,
+        upgrading,
+        tls,
+    ));
+    Ok((opening.await?, false))
 }
 
 /// The `Set-Cookie` value for a sticky route: when the decision asked for one, or when a retry

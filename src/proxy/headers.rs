@@ -141,24 +141,28 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     parts.version = Version::HTTP_11;
 }
 
-/// `x-forwarded-for: <existing>, <client>`; every earlier value is kept in order.
+/// `x-forwarded-for: <existing>, <client>`; every earlier value is kept in order. One lookup of
+/// the name either way (`entry`), where a get and then an insert would hash it twice.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter();
-    let Some(first) = existing.next() else {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
-        return;
+    let mut existing = match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(slot) => {
+            slot.insert(client.clone());
+            return;
+        }
+        header::Entry::Occupied(existing) => existing,
     };
-    let mut joined = bytes::BytesMut::with_capacity(first.len() + client.len() + 24);
-    joined.extend_from_slice(first.as_bytes());
-    for more in existing {
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(more.as_bytes());
+    let mut joined = bytes::BytesMut::with_capacity(existing.get().len() + client.len() + 24);
+    for (i, value) in existing.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(value.as_bytes());
     }
     joined.extend_from_slice(b", ");
     joined.extend_from_slice(client.as_bytes());
     // One allocation: the buffer becomes the header value without another copy.
     if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
+        existing.insert(value);
     }
 }
 

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -51,17 +50,22 @@ async fn handle(
     ctx: &Arc<ConnContext>,
     mut req: Request<Incoming>,
 ) -> Response<RespBody> {
-    let started = Instant::now();
+    // The one clock read of the request's start: its timeout, first attempt, stats and log.
+    let started = tokio::time::Instant::now();
     let guard = ctx.activity.begin();
     let snap = state.snapshot();
     let client_upgrade =
         headers::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let host_ok = check_host(&req);
     let (parts, body) = req.into_parts();
-    let host = request_host(&parts);
-    let mut access = state
-        .access_log()
-        .then(|| Box::new(AccessRecord::start(started, ctx.peer.ip(), &parts, host)));
+    let (host, host_ok) = request_host(&parts);
+    let mut access = state.access_log().then(|| {
+        Box::new(AccessRecord::start(
+            started.into_std(),
+            ctx.peer.ip(),
+            &parts,
+            host,
+        ))
+    });
     let view = RequestView {
         host,
         path: parts.uri.path(),
@@ -104,7 +108,7 @@ async fn handle(
                 client_upgrade,
                 tunnel_log: tunnel_rx,
             };
-            let (resp, server) = forward_decided(&snap, &decision, out, ctx).await;
+            let (resp, server) = forward_decided(&snap, &decision, out, ctx, started).await;
             let mirrored = shadow.is_some();
             if let Some(shadow) = shadow {
                 shadow.answered(resp.status());
@@ -141,8 +145,9 @@ async fn forward_decided(
     decision: &route::Decision,
     out: Outbound,
     ctx: &Arc<ConnContext>,
+    started: tokio::time::Instant,
 ) -> (Response<RespBody>, route::ServerId) {
-    match forward::forward(snap, decision, out, ctx).await {
+    match forward::forward(snap, decision, out, ctx, started).await {
         Ok((mut resp, server)) => {
             if let Some(cookie) = forward::sticky_cookie(snap, decision, server) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
@@ -161,27 +166,23 @@ async fn forward_decided(
     }
 }
 
-/// One `Host` at most, and one in every HTTP/1.1 request (RFC 9112 §3.2): a request that names
-/// two hosts could be routed on one and served for the other.
-fn check_host(req: &Request<Incoming>) -> Result<(), ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
+/// The request's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header; and
+/// whether the head is acceptable: one `Host` at most, and one in every HTTP/1.1 request
+/// (RFC 9112 §3.2), since a request that names two hosts could be routed on one and served for
+/// the other. One lookup of `Host` for both.
+fn request_host(parts: &http::request::Parts) -> (&str, Result<(), ProxyError>) {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    let ok = match (first, hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one Host header\n")),
-        (None, None) if req.version() == http::Version::HTTP_11 => Err(ProxyError::BadRequest(
+        (None, None) if parts.version == http::Version::HTTP_11 => Err(ProxyError::BadRequest(
             "HTTP/1.1 request without a Host header\n",
         )),
         _ => Ok(()),
-    }
-}
-
-/// The request's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
-fn request_host(parts: &http::request::Parts) -> &str {
-    if let Some(authority) = parts.uri.authority() {
-        return headers::host_of(authority);
-    }
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
+    };
+    let host = match parts.uri.authority() {
+        Some(authority) => headers::host_of(authority),
+        None => first.and_then(|h| h.to_str().ok()).unwrap_or(""),
+    };
+    (host, ok)
 }
