@@ -3,10 +3,13 @@
 //! Knows nothing of routing: each connection is handed to `proxy::ProxyService`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -214,15 +217,23 @@ impl Conn {
             } else {
                 check_at
             };
-            tokio::select! {
-                res = conn.as_mut() => {
+            let watch = async {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed(), if !draining => Watch::Shutdown,
+                    // Still running while draining: a stuck client must not hold the drain.
+                    _ = tokio::time::sleep_until(wake) => Watch::Timer,
+                }
+            };
+            match Beside::new(conn.as_mut(), watch).await {
+                Either::Main(res) => {
                     if let Err(e) = res {
                         tracing::debug!(client = %peer, error = %e, "client connection ended");
                     }
                     return;
                 }
-                // Still running while draining: a stuck client must not hold the drain.
-                _ = tokio::time::sleep_until(wake) => {
+                Either::Side(Watch::Shutdown) => draining = true,
+                Either::Side(Watch::Timer) => {
                     if Instant::now() < check_at {
                         continue;
                     }
@@ -239,9 +250,94 @@ impl Conn {
                         }
                     }
                 }
-                _ = shutdown.changed(), if !draining => draining = true,
             }
         }
+    }
+}
+
+/// What woke a connection's watchdog.
+enum Watch {
+    Shutdown,
+    Timer,
+}
+
+enum Either<A, B> {
+    Main(A),
+    Side(B),
+}
+
+/// Runs `main` and `side` together, like a two-branch `select!`, but polls `side` only when its
+/// own waker fired: a connection's task wakes for every read and write, while its watchdog (a
+/// timer and the shutdown signal) fires about once per idle timeout, so polling the watchdog on
+/// every wake-up would cost each request a timer poll and a watch-channel poll for nothing.
+struct Beside<M, S> {
+    main: M,
+    side: Pin<Box<S>>,
+    flag: Arc<SideFlag>,
+    side_waker: Waker,
+    /// The task waker last handed to `flag`.
+    seen: Option<Waker>,
+}
+
+/// Set by the side future's waker; wakes the task that polls both.
+#[derive(Default)]
+struct SideFlag {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for SideFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<M: Future + Unpin, S: Future> Beside<M, S> {
+    fn new(main: M, side: S) -> Self {
+        // Woken from the start: the side future has never been polled.
+        let flag = Arc::new(SideFlag {
+            woken: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        Self {
+            main,
+            side: Box::pin(side),
+            side_waker: Waker::from(Arc::clone(&flag)),
+            flag,
+            seen: None,
+        }
+    }
+}
+
+impl<M: Future + Unpin, S: Future> Future for Beside<M, S> {
+    type Output = Either<M::Output, S::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(out) = Pin::new(&mut this.main).poll(cx) {
+            return Poll::Ready(Either::Main(out));
+        }
+        // The task's waker first, then the flag: a side wake-up in between sets the flag and
+        // finds the waker.
+        if !this.seen.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            this.seen = Some(cx.waker().clone());
+        }
+        if this.flag.woken.swap(false, Ordering::AcqRel) {
+            let mut side_cx = Context::from_waker(&this.side_waker);
+            if let Poll::Ready(out) = this.side.as_mut().poll(&mut side_cx) {
+                return Poll::Ready(Either::Side(out));
+            }
+        }
+        Poll::Pending
     }
 }
 
