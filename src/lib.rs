@@ -7,6 +7,7 @@
 //! certificates; `state` holds the shared handles; `run` ties them together for the CLI;
 //! `demo` is the embedded default.
 
+pub mod access_format;
 pub mod admin;
 pub mod config;
 pub mod conn;

@@ -11,6 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, Layer};
 
+use crate::access_format::AccessFormat;
 use crate::config::{LogFormat, LogSettings};
 
 /// The access log's target.
@@ -38,14 +39,20 @@ pub fn init(log: &LogSettings) {
     let (main, access) = match log.format {
         LogFormat::Json => (
             fmt::layer().json().with_writer(std::io::stderr).boxed(),
-            fmt::layer().json().with_writer(writer).boxed(),
+            fmt::layer()
+                .event_format(AccessFormat { json: true })
+                .with_writer(writer)
+                .boxed(),
         ),
         LogFormat::Text => (
             fmt::layer()
                 .with_ansi(ansi)
                 .with_writer(std::io::stderr)
                 .boxed(),
-            fmt::layer().with_ansi(ansi).with_writer(writer).boxed(),
+            fmt::layer()
+                .event_format(AccessFormat { json: false })
+                .with_writer(writer)
+                .boxed(),
         ),
     };
     let installed = tracing_subscriber::registry()

@@ -37,6 +37,12 @@ pub struct AccessRecord {
 
 #[derive(Debug)]
 struct Served {
+    /// The decision's route, pool and server: a second call with the same ones copies nothing.
+    ids: (
+        crate::route::RouteId,
+        crate::route::PoolId,
+        crate::route::ServerId,
+    ),
     route: Box<str>,
     pool: Box<str>,
     server: Box<str>,
@@ -76,8 +82,14 @@ impl AccessRecord {
     /// The decision (or, once answered, the server that answered): kept for the line even if
     /// the client leaves before the answer.
     pub fn decided(&mut self, table: &Table, decision: &Decision) {
+        let ids = (decision.route, decision.pool, decision.server);
+        if let Some(served) = self.served.as_mut().filter(|s| s.ids == ids) {
+            served.chosen = decision.chosen.as_str();
+            return;
+        }
         let pool = table.pool(decision.pool);
         self.served = Some(Served {
+            ids,
             route: table.route(decision.route).name.clone(),
             pool: pool.name.clone(),
             server: pool
@@ -112,10 +124,11 @@ impl Drop for AccessRecord {
             Some(s) => (&*s.route, &*s.pool, &*s.server, s.chosen),
             None => ("-", "-", "-", "-"),
         };
+        let mut ip = IpText::default();
         tracing::info!(
             target: "veer::access",
-            client = %self.client,
-            method = %self.method,
+            client = ip.of(self.client),
+            method = self.method.as_str(),
             host = &*self.host,
             path = &*self.path,
             status = self.status.unwrap_or(CLIENT_GONE),
@@ -129,5 +142,76 @@ impl Drop for AccessRecord {
             mirrored = self.mirrored,
             "request"
         );
+    }
+}
+
+/// An address's text for the line: IPv4 written digit by digit (the line is written for every
+/// request, and `Display` pads through the general formatting machinery), IPv6 through `Display`.
+struct IpText {
+    /// The longest IPv6 text is 45 bytes.
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn of(&mut self, ip: IpAddr) -> &str {
+        use std::io::Write;
+        self.len = 0;
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+                if write!(cursor, "{v6}").is_ok() {
+                    self.len = usize::try_from(cursor.position()).unwrap_or(0);
+                }
+            }
+        }
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.20.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::default().of(ip), ip.to_string());
+        }
     }
 }
