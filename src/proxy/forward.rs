@@ -289,15 +289,8 @@ async fn obtain(
             return Ok((sender, true));
         }
     }
-    // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and the request's
-    // own future is moved whole on every request, most of which find a kept connection.
-    let opening = Box::pin(upstream::connect(
-        target,
-        settings.connect_timeout,
-        upgrading,
-        tls,
-    ));
-    Ok((opening.await?, false))
+    let sender = upstream::connect(target, settings.connect_timeout, upgrading, tls).await?;
+    Ok((sender, false))
 }
 
 /// The `Set-Cookie` value for a sticky route: when the decision asked for one, or when a retry

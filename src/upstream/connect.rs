@@ -142,6 +142,18 @@ pub async fn connect(
     upgrades: bool,
     tls: Option<&Result<UpstreamClient, std::sync::Arc<str>>>,
 ) -> Result<Sender, ConnectError> {
+    // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and the futures that
+    // may open one (a request's, a mirrored copy's task) are moved whole for every request,
+    // most of which find a kept connection instead.
+    Box::pin(open_connection(target, timeout, upgrades, tls)).await
+}
+
+async fn open_connection(
+    target: &Target,
+    timeout: Duration,
+    upgrades: bool,
+    tls: Option<&Result<UpstreamClient, std::sync::Arc<str>>>,
+) -> Result<Sender, ConnectError> {
     let opening = async {
         let tcp = open(target).await.map_err(|source| ConnectError::Io {
             target: target.to_string(),
