@@ -6,7 +6,7 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use tracing_subscriber::filter::{filter_fn, EnvFilter, Targets};
+use tracing_subscriber::filter::{Directive, EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, Layer};
@@ -24,17 +24,39 @@ static ACCESS_WRITER: OnceLock<Mutex<Option<tracing_appender::non_blocking::Work
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Safe to call
 /// more than once (later calls do nothing).
 pub fn init(log: &LogSettings) {
-    let filter = std::env::var("RUST_LOG")
+    let (subscriber, guard) = subscriber(log);
+    if subscriber.try_init().is_ok() {
+        let _ = ACCESS_WRITER.set(Mutex::new(Some(guard)));
+    }
+}
+
+/// The subscriber `init` installs, and the guard of the access log's writer thread.
+///
+/// Each layer has one filter that knows its most verbose level (the main layer's `EnvFilter`
+/// with the access target turned off in it, the access layer's `Targets`), so the subscriber as
+/// a whole knows it too and the spans and events below it are disabled where they are written.
+/// A filter without that knowledge (a closure) made every `trace` span of h2 (several per HTTP/2
+/// request) reach the registry, which cost an HTTP/2 request four times its own work.
+fn subscriber(
+    log: &LogSettings,
+) -> (
+    impl tracing::Subscriber + Send + Sync + 'static,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    let mut filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_new(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // The access lines are the access layer's alone.
+    if let Ok(off) = format!("{ACCESS}=off").parse::<Directive>() {
+        filter = filter.add_directive(off);
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("veer-access-log")
         .finish(std::io::stderr());
-    let not_access = filter_fn(|meta| meta.target() != ACCESS);
     let access_only = Targets::new().with_target(ACCESS, tracing::Level::INFO);
     let (main, access) = match log.format {
         LogFormat::Json => (
@@ -55,13 +77,10 @@ pub fn init(log: &LogSettings) {
                 .boxed(),
         ),
     };
-    let installed = tracing_subscriber::registry()
-        .with(main.with_filter(filter).with_filter(not_access))
-        .with(access.with_filter(access_only))
-        .try_init();
-    if installed.is_ok() {
-        let _ = ACCESS_WRITER.set(Mutex::new(Some(guard)));
-    }
+    let subscriber = tracing_subscriber::registry()
+        .with(main.with_filter(filter))
+        .with(access.with_filter(access_only));
+    (subscriber, guard)
 }
 
 /// Writes out the access log lines still queued; for the end of the process.
@@ -134,6 +153,36 @@ pub fn raise_open_files_limit(max_connections: usize) {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tracing::Subscriber;
+    use tracing_subscriber::filter::LevelFilter;
+
+    fn log(level: &str) -> LogSettings {
+        LogSettings {
+            level: level.to_string(),
+            access: true,
+            format: LogFormat::Json,
+        }
+    }
+
+    #[test]
+    fn the_subscriber_knows_its_most_verbose_level_so_trace_spans_cost_nothing() {
+        // Under RUST_LOG the level is the user's; this test is about `log.level`.
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        for (level, hint) in [
+            ("info", LevelFilter::INFO),
+            ("warn", LevelFilter::INFO), // the access layer's own level
+            ("debug", LevelFilter::DEBUG),
+        ] {
+            let (subscriber, _guard) = subscriber(&log(level));
+            assert_eq!(
+                subscriber.max_level_hint(),
+                Some(hint),
+                "log.level = {level}"
+            );
+        }
+    }
 
     #[test]
     fn a_repeating_failure_is_logged_once_per_period_with_the_count_left_out() {
