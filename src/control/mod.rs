@@ -774,11 +774,27 @@ split = { blue = 1 }
         assert!(!c.state().snapshot().slots.server(0, 1).draining());
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory for one test, removed when the test ends.
+    fn temp_dir(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!("veer-control-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
+    }
+
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
