@@ -91,12 +91,16 @@ pub fn effective_split(snap: &crate::state::Snapshot) {
     }
 }
 
-/// Publishes the installed table's version, and registers the series that otherwise would
-/// appear only with their first event (reloads; rollouts of routes with a plan), so that a
-/// scrape shows every series from the start. Each route's weights are set by its lanes
-/// (`lanes::LaneRegistry::reconcile`).
-pub fn table_installed(table: &crate::route::Table) {
+/// Publishes the installed table's version and its effective split, and registers the series
+/// that otherwise would appear only with their first event (reloads; rollouts of routes with a
+/// plan), so that a scrape shows every series from the start. Each route's weights are set by
+/// its lanes (`lanes::LaneRegistry::reconcile`). Runs on the change path before the change is
+/// answered, so a scrape after the answer sees the new split (the health task republishes the
+/// effective split when availability flips).
+pub fn table_installed(snap: &crate::state::Snapshot) {
     handle();
+    let table = &snap.table;
+    effective_split(snap);
     metrics::gauge!(CONFIG_VERSION).set(table.version as f64);
     for source in ["sighup", "api"] {
         for result in ["ok", "error"] {
