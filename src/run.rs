@@ -345,11 +345,20 @@ pub fn main(path: PathBuf, compiled: Compiled, upgrade: bool) -> i32 {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    // One worker runs every task on the thread that serves: a current-thread runtime, with no
+    // cross-thread queue, work stealing or parked-worker wake-ups for the connection tasks to
+    // pay. More workers share the multi-threaded scheduler.
+    let built = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");

@@ -1,5 +1,6 @@
 //! The `veer` binary as a user runs it: `check` exit codes and messages, `run` refusing a bad
-//! config, and SIGTERM draining a request in flight before exiting 0.
+//! config, SIGTERM draining a request in flight before exiting 0, and a single worker serving on
+//! the main thread.
 
 mod common;
 
@@ -478,5 +479,65 @@ async fn a_reload_that_changes_the_listener_says_it_needs_a_restart() {
     assert!(warned.is_some(), "the listener change is reported");
     // Still serving on the address it started with.
     assert_eq!(common::get(addr, "/", &[]).await.status, 200);
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
+}
+
+/// The names of the process's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_worker_serves_changes_reloads_and_drains_on_the_main_thread_alone() {
+    let (blue, green) = (
+        Upstream::named("blue").await,
+        Upstream::named("green").await,
+    );
+    let config = |split: &str| {
+        child_toml(
+            "",
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nworkers = 1\n{}",
+                common::two_pools(
+                    blue.addr,
+                    green.addr,
+                    &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
+                )
+            ),
+        )
+    };
+    let (_dir, path) = temp_config("one-worker", &config("{ blue = 1, green = 0 }"));
+    let veer = VeerProcess::start(&path).await;
+    let addr = veer.http();
+    // No scheduler threads: every connection runs on the thread that serves.
+    let names = thread_names(veer.pid());
+    assert!(
+        !names.iter().any(|n| n.starts_with("tokio-r")),
+        "threads: {names:?}"
+    );
+    let answers = futures_util::future::join_all(
+        (0..16).map(|_| async move { common::get(addr, "/", &[]).await.body }),
+    )
+    .await;
+    assert!(answers.iter().all(|b| b == "blue\n"), "{answers:?}");
+
+    // A reload, then a change through the admin API (applied off the serving thread).
+    std::fs::write(&path, config("{ blue = 0, green = 1 }")).unwrap();
+    veer.signal("-HUP");
+    common::eventually(IO_TIMEOUT, "the reload took effect", || async move {
+        common::get(addr, "/", &[]).await.body == "green\n"
+    })
+    .await;
+    let api = common::Api::at(veer.admin().expect("an admin listener"), None);
+    let put = api.put(
+        "/api/v1/routes/web/split",
+        serde_json::json!({"blue": 1, "green": 0}),
+    );
+    assert_eq!(put.await.status, http::StatusCode::OK);
+    assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
