@@ -17,6 +17,9 @@ use crate::config::{LogFormat, LogSettings};
 /// The access log's target.
 pub const ACCESS: &str = "veer::access";
 
+/// How many access lines wait for the writer thread before new ones are dropped.
+pub const ACCESS_QUEUE_LINES: usize = 16_384;
+
 /// The access log writer's thread, kept until `flush`.
 static ACCESS_WRITER: OnceLock<Mutex<Option<tracing_appender::non_blocking::WorkerGuard>>> =
     OnceLock::new();
@@ -53,7 +56,11 @@ fn subscriber(
         filter = filter.add_directive(off);
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The queue is an array allocated and touched whole at start: 16 384 lines (half a MiB)
+    // absorb a burst of 160 ms at 100 000 requests a second, where the default 128 000 would hold
+    // 4 MiB of memory for the life of the process, access log on or off.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(ACCESS_QUEUE_LINES)
         .lossy(true)
         .thread_name("veer-access-log")
         .finish(std::io::stderr());

@@ -541,3 +541,29 @@ async fn one_worker_serves_changes_reloads_and_drains_on_the_main_thread_alone()
     assert_eq!(common::get(addr, "/", &[]).await.body, "blue\n");
     veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
 }
+
+/// The process's anonymous (heap and stack) memory in KiB, from /proc.
+fn anonymous_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps");
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Anonymous:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("an Anonymous line")
+}
+
+#[tokio::test]
+async fn a_resting_veer_holds_under_4_mib_of_heap_and_stacks() {
+    let up = Upstream::named("app").await;
+    let (_dir, path) = temp_config(
+        "resting",
+        // Two workers whatever the machine's cores, the access log's queue allocated.
+        &app_config(up.addr, "workers = 2", "access = true"),
+    );
+    let veer = VeerProcess::start(&path).await;
+    // Served once, so that what a first request sets up is counted too.
+    assert_eq!(common::get(veer.http(), "/", &[]).await.body, "app\n");
+    let kib = anonymous_kib(veer.pid());
+    assert!(kib < 4096, "{kib} KiB of anonymous memory at rest");
+    veer.stop_expecting_0("-TERM", IO_TIMEOUT).await;
+}
