@@ -8,12 +8,29 @@
 #   benches/instructions.sh [BIN | nginx | haproxy] [N1] [N2]
 #                            (default target/release/veer 2000 6000)
 #
+# FEATURE=sticky|pins|mirror|health|access measures veer with that feature on: a sticky cookie
+# set on every answer (the client sends none back), three pin rules that match nothing, a copy
+# of every request to a shadow pool, active checks every second on both pools, or the access log
+# (written to /dev/null).
+# PROTO=h2 sends the requests as h2c instead (h2load -c4 -m8, prior knowledge; veer only, needs
+# nghttp2-client).
+# KEEP=DIR keeps the callgrind files there, for `callgrind_annotate --inclusive=yes`.
+#
 # Needs valgrind and python3 (and nginx or haproxy for those). Every wait is bounded.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 subject="${1:-target/release/veer}"
 n1="${2:-2000}"
 n2="${3:-6000}"
+case "${PROTO:-h1}" in
+    h1) ;;
+    h2) command -v h2load >/dev/null || { echo "PROTO=h2 needs h2load (apt-get install -y nghttp2-client)" >&2; exit 2; } ;;
+    *) echo "unknown PROTO '$PROTO' (h1, h2)" >&2; exit 2 ;;
+esac
+case "${FEATURE:-}" in
+    ""|sticky|pins|mirror|health|access) ;;
+    *) echo "unknown FEATURE '$FEATURE' (sticky, pins, mirror, health, access)" >&2; exit 2 ;;
+esac
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
 case "$subject" in
     nginx|haproxy) command -v "$subject" >/dev/null || { echo "needs $subject" >&2; exit 2; } ;;
@@ -33,6 +50,22 @@ for _ in $(seq 100); do [ -s "$work/upstream.port" ] && break; sleep 0.1; done
 up="127.0.0.1:$(cat "$work/upstream.port")"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The lines FEATURE adds to veer's config (its route is the last table written before them).
+feature_config() {
+    case "${FEATURE:-}" in
+        "") ;;
+        sticky) echo 'sticky = { cookie = "veer_bench" }' ;;
+        pins) printf '%s\n' '[[routes.pin]]' 'header = "x-canary"' 'pool = "green"' \
+                  '[[routes.pin]]' 'cookie = "beta"' 'pool = "green"' \
+                  '[[routes.pin]]' 'source = ["10.1.0.0/16"]' 'pool = "green"' ;;
+        mirror) printf '%s\n' '[routes.mirror]' 'pool = "shadow"' 'percent = 100' \
+                    '[pools.shadow]' "servers = [\"$up\"]" ;;
+        health) printf '%s\n' '[pools.blue.health]' 'path = "/"' 'interval = "1s"' \
+                    '[pools.green.health]' 'path = "/"' 'interval = "1s"' ;;
+        access) ;; # under [log] above
+    esac
+}
 
 # Writes the subject's config for `port` and prints the command that serves it.
 command_for() {
@@ -87,6 +120,7 @@ listen = "127.0.0.1:$(free_port)"
 workers = 1
 [log]
 level = "warn"
+access = $([ "${FEATURE:-}" = access ] && echo true || echo false)
 [pools.blue]
 servers = ["$up"]
 [pools.green]
@@ -95,6 +129,7 @@ servers = ["$up"]
 name = "bench"
 split = { blue = 90, green = 10 }
 TOML
+            feature_config >> "$work/veer.toml"
             echo "$subject run --config $work/veer.toml" ;;
     esac
 }
@@ -106,7 +141,7 @@ measure() {
     cmd="$(command_for "$port")"
     out="$work/callgrind.$n"
     # shellcheck disable=SC2086
-    valgrind --tool=callgrind --callgrind-out-file="$out" $cmd 2> "$work/valgrind.$n.log" &
+    valgrind --tool=callgrind --callgrind-out-file="$out" $cmd > /dev/null 2> "$work/valgrind.$n.log" &
     local pid=$!
     local ready=0
     for _ in $(seq 600); do
@@ -116,10 +151,17 @@ measure() {
         sleep 0.1
     done
     [ "$ready" = 1 ] || { echo "$subject did not listen within 60 s" >&2; cat "$work/valgrind.$n.log" >&2; kill -9 "$pid"; exit 1; }
-    timeout 600 python3 "$here/instructions/load.py" client "127.0.0.1:$port" "$n" 8
+    if [ "${PROTO:-h1}" = h2 ]; then
+        timeout 600 h2load -c4 -m8 -n "$n" "http://127.0.0.1:$port/" > "$work/h2load.$n"
+        grep -q "^status codes: $n 2xx" "$work/h2load.$n" \
+            || { echo "not every h2 answer was 2xx:" >&2; cat "$work/h2load.$n" >&2; exit 1; }
+    else
+        timeout 600 python3 "$here/instructions/load.py" client "127.0.0.1:$port" "$n" 8
+    fi
     kill -TERM "$pid"
     timeout 120 tail --pid="$pid" -f /dev/null || { kill -9 "$pid"; echo "$subject did not exit" >&2; exit 1; }
     wait "$pid" || true
+    [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$out"* "$KEEP/"
     grep -h '^summary:' "$out"* | awk '{ s += $2 } END { print s }'
 }
 

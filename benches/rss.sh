@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Resident memory under a long load: veer, and NGINX as the reference, each proxying keep-alive
+# GETs (wrk -c64) through a 90/10 split to an NGINX upstream. veer's VmRSS is read after every
+# minute of load, so a leak shows as a rising column; NGINX's worker is read after one minute.
+#
+#   benches/rss.sh [BIN] [MINUTES]      (default target/release/veer 10)
+#
+# Needs nginx and wrk (apt-get install -y nginx-light wrk). Every run ends by itself (wrk -d,
+# under timeout) and every process started here is stopped by its PID on exit.
+set -euo pipefail
+bin="${1:-target/release/veer}"
+minutes="${2:-10}"
+for tool in nginx wrk python3; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+[ -x "$bin" ] || { echo "no veer binary at $bin (cargo build --release)" >&2; exit 2; }
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 100); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1 after 10 s" >&2
+    exit 1
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+up="$(free_port)"
+mkdir -p "$work/up" "$work/ref"
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } }
+}
+CONF
+nginx -p "$work/up" -c "$work/up/nginx.conf" &
+pids+=($!)
+wait_port "$up"
+
+# NGINX as the proxy: its worker's RSS after a minute of the same load.
+ref="$(free_port)"
+cat > "$work/ref/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/ref/nginx.pid;
+error_log $work/ref/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$up weight=9; server 127.0.0.1:$up weight=1; keepalive 64; }
+  server {
+    listen 127.0.0.1:$ref;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -p "$work/ref" -c "$work/ref/nginx.conf" &
+ref_master=$!
+pids+=("$ref_master")
+wait_port "$ref"
+timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$ref/" > "$work/ref.wrk"
+ref_worker="$(pgrep -P "$ref_master" | head -1)"
+echo "NGINX worker after 1 min: $(rss_kib "$ref_worker") KiB ($(awk '/Requests\/sec/ { print $2 }' "$work/ref.wrk") req/s)"
+kill "$ref_master"
+
+port="$(free_port)"
+cat > "$work/veer.toml" <<TOML
+[listen]
+http = "127.0.0.1:$port"
+[admin]
+listen = "127.0.0.1:$(free_port)"
+[proxy]
+workers = 1
+[log]
+level = "warn"
+[pools.blue]
+servers = ["127.0.0.1:$up"]
+[pools.green]
+servers = ["127.0.0.1:$up"]
+[[routes]]
+name = "bench"
+split = { blue = 90, green = 10 }
+TOML
+"$bin" run --config "$work/veer.toml" &
+veer=$!
+pids+=("$veer")
+wait_port "$port"
+echo "veer at start: $(rss_kib "$veer") KiB"
+for minute in $(seq "$minutes"); do
+    timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$port/" > "$work/veer.wrk"
+    echo "veer after $minute min: $(rss_kib "$veer") KiB ($(awk '/Requests\/sec/ { print $2 }' "$work/veer.wrk") req/s)"
+done
