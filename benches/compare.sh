@@ -2,7 +2,8 @@
 # The performance table of the README: veer beside NGINX and HAProxy (and the client straight at
 # the upstream), HTTP/1.1 keep-alive with wrk and h2c with h2load, through the shared harness
 # (../shared/bench). Runs it RUNS times, each a separate interleaved run of ROUNDS rounds, and
-# keeps each report; compare ratios within one report only (the machine drifts between runs).
+# keeps each report; then prints the README's tables (benches/ratios.py): one row per run, with
+# veer's ratios to each peer. Compare ratios within one run only (the machine drifts between runs).
 #
 #   benches/compare.sh [RUNS] [ROUNDS] [SECONDS]      (default 3 5 8)
 #
@@ -26,4 +27,6 @@ for i in $(seq "$runs"); do
     "$harness" --veer "$veer" -c direct,nginx,haproxy,veer -d "$seconds" -r "$rounds" \
         -o "$out/run.$i.md" >/dev/null
 done
-echo "reports in $out: $(ls "$out"/run.*.md | tr '\n' ' ')"
+echo "reports in $out: $(ls "$out"/run.*.md | tr '\n' ' ')" >&2
+# The README's tables, one row per run, with veer's ratios to each peer.
+python3 "$here/ratios.py" $(seq -f "$out/run.%g.md" "$runs")
