@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per request: a figure to steer by that the machine's noise does not move.
-# Runs the proxy under callgrind twice, serving N1 and then N2 keep-alive GETs (8 connections)
-# through a 90/10 split to a local upstream, and reports (Ir(N2) - Ir(N1)) / (N2 - N1): the
-# instructions one more request costs, start and shutdown cancelled out. NGINX and HAProxy run
-# the same way (one process, one thread, keep-alive to the upstream), for comparison.
+# Runs the proxy under callgrind, serves N1 keep-alive GETs (8 connections) through a 90/10
+# split to a local upstream to warm it up, zeroes callgrind's counters, serves N2 - N1 more and
+# dumps: Ir / (N2 - N1) is what one request costs, start and shutdown never counted. NGINX and
+# HAProxy run the same way (one process, one thread, keep-alive to the upstream), for comparison.
 #
 #   benches/instructions.sh [BIN | nginx | haproxy] [N1] [N2]
 #                            (default target/release/veer 2000 6000)
@@ -14,7 +14,9 @@
 # (written to /dev/null).
 # PROTO=h2 sends the requests as h2c instead (h2load -c4 -m8, prior knowledge; veer only, needs
 # nghttp2-client).
-# KEEP=DIR keeps the callgrind files there, for `callgrind_annotate --inclusive=yes`.
+# BODY=N has the upstream answer with N bytes instead of 3.
+# KEEP=DIR keeps the measured dump there (callgrind.measured), for
+# `callgrind_annotate --inclusive=yes`.
 #
 # Needs valgrind and python3 (and nginx or haproxy for those). Every wait is bounded.
 set -euo pipefail
@@ -44,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 "$here/instructions/load.py" upstream "$work/upstream.port" &
+python3 "$here/instructions/load.py" upstream "$work/upstream.port" "${BODY:-3}" &
 upstream_pid=$!
 for _ in $(seq 100); do [ -s "$work/upstream.port" ] && break; sleep 0.1; done
 up="127.0.0.1:$(cat "$work/upstream.port")"
@@ -134,23 +136,9 @@ TOML
     esac
 }
 
-# Ir of one run serving $1 requests.
-measure() {
-    local n="$1" port out cmd
-    port="$(free_port)"
-    cmd="$(command_for "$port")"
-    out="$work/callgrind.$n"
-    # shellcheck disable=SC2086
-    valgrind --tool=callgrind --callgrind-out-file="$out" $cmd > /dev/null 2> "$work/valgrind.$n.log" &
-    local pid=$!
-    local ready=0
-    for _ in $(seq 600); do
-        if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then
-            ready=1; break
-        fi
-        sleep 0.1
-    done
-    [ "$ready" = 1 ] || { echo "$subject did not listen within 60 s" >&2; cat "$work/valgrind.$n.log" >&2; kill -9 "$pid"; exit 1; }
+# Sends $1 requests to the subject listening on $2.
+load() {
+    local n="$1" port="$2"
     if [ "${PROTO:-h1}" = h2 ]; then
         timeout 600 h2load -c4 -m8 -n "$n" "http://127.0.0.1:$port/" > "$work/h2load.$n"
         grep -q "^status codes: $n 2xx" "$work/h2load.$n" \
@@ -158,14 +146,35 @@ measure() {
     else
         timeout 600 python3 "$here/instructions/load.py" client "127.0.0.1:$port" "$n" 8
     fi
-    kill -TERM "$pid"
-    timeout 120 tail --pid="$pid" -f /dev/null || { kill -9 "$pid"; echo "$subject did not exit" >&2; exit 1; }
-    wait "$pid" || true
-    [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$out"* "$KEEP/"
-    grep -h '^summary:' "$out"* | awk '{ s += $2 } END { print s }'
 }
 
-ir1="$(measure "$n1")"
-ir2="$(measure "$n2")"
-per=$(( (ir2 - ir1) / (n2 - n1) ))
-echo "$subject: $per instructions per request (Ir $ir1 for $n1 requests, $ir2 for $n2)"
+# One process under callgrind: N1 requests to warm it up, its counters zeroed, N2 - N1 requests,
+# a dump. The dump holds exactly what those requests cost: start-up (whose clock calibration
+# varies by millions of instructions under callgrind) and shutdown are never counted.
+port="$(free_port)"
+cmd="$(command_for "$port")"
+out="$work/callgrind.out"
+# shellcheck disable=SC2086
+valgrind --tool=callgrind --vgdb=yes --callgrind-out-file="$out" $cmd > /dev/null 2> "$work/valgrind.log" &
+pid=$!
+ready=0
+for _ in $(seq 600); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then
+        ready=1; break
+    fi
+    sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "$subject did not listen within 60 s" >&2; cat "$work/valgrind.log" >&2; kill -9 "$pid"; exit 1; }
+load "$n1" "$port"
+timeout 60 callgrind_control --zero "$pid" > /dev/null 2>&1
+load $(( n2 - n1 )) "$port"
+timeout 60 callgrind_control --dump=measured "$pid" > /dev/null 2>&1
+kill -TERM "$pid"
+timeout 120 tail --pid="$pid" -f /dev/null || { kill -9 "$pid"; echo "$subject did not exit" >&2; exit 1; }
+wait "$pid" || true
+dump="$(grep -l "^desc: Trigger: dump measured" "$out"* | head -1 || true)"
+[ -n "$dump" ] || { echo "callgrind wrote no dump for the measured requests" >&2; exit 1; }
+[ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$dump" "$KEEP/callgrind.measured"
+ir="$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")"
+per=$(( ir / (n2 - n1) ))
+echo "$subject: $per instructions per request (Ir $ir for requests $n1 to $n2)"

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
 """The two ends of benches/instructions.sh, outside the measured process.
 
-  load.py upstream PORT_FILE      a keep-alive HTTP/1.1 server answering every request with
-                                  200 "ok"; writes its port to PORT_FILE
+  load.py upstream PORT_FILE [SIZE]
+                                  a keep-alive HTTP/1.1 server answering every request with
+                                  200 and a body of SIZE bytes (default 3, "ok\\n"); writes its
+                                  port to PORT_FILE
   load.py client HOST:PORT N C    N GET requests over C keep-alive connections; exits 1 unless
                                   every answer is 200
 """
 import asyncio
 import sys
 
-ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-type: text/plain\r\n\r\nok\n"
+
+
+def answer(size):
+    body = b"ok\n" if size == 3 else b"x" * size
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\ncontent-type: text/plain\r\n\r\n" % size + body
+
+
+ANSWER = answer(3)
 
 
 async def serve(reader, writer):
@@ -63,6 +72,8 @@ async def client(addr, n, c):
 
 if __name__ == "__main__":
     if sys.argv[1] == "upstream":
+        if len(sys.argv) > 3:
+            ANSWER = answer(int(sys.argv[3]))
         asyncio.run(upstream(sys.argv[2]))
     else:
         asyncio.run(client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
