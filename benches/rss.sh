@@ -33,45 +33,38 @@ wait_port() {
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-up="$(free_port)"
-mkdir -p "$work/up" "$work/ref"
-cat > "$work/up/nginx.conf" <<CONF
+# Starts one NGINX in $work/$1 whose http block holds $2; prints its master's PID.
+start_nginx() {
+    local dir="$work/$1"
+    mkdir -p "$dir"
+    cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
 daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } }
+  $2
 }
 CONF
-nginx -p "$work/up" -c "$work/up/nginx.conf" &
-pids+=($!)
+    nginx -p "$dir" -c "$dir/nginx.conf" > /dev/null 2>&1 &
+    echo $!
+}
+
+up="$(free_port)"
+pids+=("$(start_nginx up "keepalive_timeout 300s;
+  server { listen 127.0.0.1:$up; location / { return 200 \"ok\\n\"; } }")")
 wait_port "$up"
 
 # NGINX as the proxy: its worker's RSS after a minute of the same load.
 ref="$(free_port)"
-cat > "$work/ref/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/ref/nginx.pid;
-error_log $work/ref/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:$up weight=9; server 127.0.0.1:$up weight=1; keepalive 64; }
+ref_master="$(start_nginx ref "upstream app { server 127.0.0.1:$up weight=9; server 127.0.0.1:$up weight=1; keepalive 64; }
   server {
     listen 127.0.0.1:$ref;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CONF
-nginx -p "$work/ref" -c "$work/ref/nginx.conf" &
-ref_master=$!
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }")"
 pids+=("$ref_master")
 wait_port "$ref"
 timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$ref/" > "$work/ref.wrk"

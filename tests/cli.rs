@@ -91,6 +91,27 @@ fn app_config(server: std::net::SocketAddr, proxy: &str, log: &str) -> String {
     )
 }
 
+/// A JSON-logging config with `head` (tables before the pools), pools `blue` and `green` and a
+/// route `web` with `split`.
+fn split_config(
+    blue: std::net::SocketAddr,
+    green: std::net::SocketAddr,
+    head: &str,
+    split: &str,
+) -> String {
+    child_toml(
+        "",
+        &format!(
+            "{head}\n{}",
+            common::two_pools(
+                blue,
+                green,
+                &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n")
+            )
+        ),
+    )
+}
+
 /// Polls until `addr` refuses connections: the listener closed, the drain started.
 async fn refuses_connections(addr: std::net::SocketAddr) {
     common::eventually(
@@ -258,16 +279,7 @@ async fn sighup_swaps_in_the_edited_file_and_a_broken_file_changes_nothing() {
         Upstream::named("blue").await,
         Upstream::named("green").await,
     );
-    let config = |split: &str| {
-        child_toml(
-            "",
-            &common::two_pools(
-                blue.addr,
-                green.addr,
-                &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
-            ),
-        )
-    };
+    let config = |split: &str| split_config(blue.addr, green.addr, "", split);
     let (_dir, path) = temp_config("hup", &config("{ blue = 1, green = 0 }"));
     let mut veer = VeerProcess::start(&path).await;
     let addr = veer.http();
@@ -348,16 +360,11 @@ async fn with_watch_an_edited_file_reloads_without_a_signal() {
         Upstream::named("green").await,
     );
     let config = |split: &str| {
-        child_toml(
-            "",
-            &format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\nwatch = true\n{}",
-                common::two_pools(
-                    blue.addr,
-                    green.addr,
-                    &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
-                )
-            ),
+        split_config(
+            blue.addr,
+            green.addr,
+            "[admin]\nlisten = \"127.0.0.1:0\"\nwatch = true",
+            split,
         )
     };
     let (_dir, path) = temp_config("watch", &config("{ blue = 1, green = 0 }"));
@@ -498,16 +505,11 @@ async fn one_worker_serves_changes_reloads_and_drains_on_the_main_thread_alone()
         Upstream::named("green").await,
     );
     let config = |split: &str| {
-        child_toml(
-            "",
-            &format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nworkers = 1\n{}",
-                common::two_pools(
-                    blue.addr,
-                    green.addr,
-                    &format!("[[routes]]\nname = \"web\"\nsplit = {split}\n"),
-                )
-            ),
+        split_config(
+            blue.addr,
+            green.addr,
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nworkers = 1",
+            split,
         )
     };
     let (_dir, path) = temp_config("one-worker", &config("{ blue = 1, green = 0 }"));
