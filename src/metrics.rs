@@ -62,9 +62,14 @@ pub fn config_reload(source: &'static str, ok: bool) {
 
 /// Publishes each route's effective split: the share of each pool after leaving out pools
 /// with no available server, through the lanes' pre-registered gauges. Runs when a table is
-/// installed or a pool's availability flips, never per request.
-pub fn effective_split(snap: &crate::state::Snapshot) {
+/// installed or a pool's availability flips, never per request. Publishers take turns and each
+/// reads the snapshot in force once it has its turn, so the last to publish is never one that
+/// read an older table than another's.
+pub fn effective_split(state: &crate::state::State) {
     use crate::route::HealthView;
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let snap = state.snapshot();
     let table = &snap.table;
     for (r, route) in table.routes.iter().enumerate() {
         let Ok(r) = crate::route::RouteId::try_from(r) else {
@@ -97,10 +102,11 @@ pub fn effective_split(snap: &crate::state::Snapshot) {
 /// its lanes (`lanes::LaneRegistry::reconcile`). Runs on the change path before the change is
 /// answered, so a scrape after the answer sees the new split (the health task republishes the
 /// effective split when availability flips).
-pub fn table_installed(snap: &crate::state::Snapshot) {
+pub fn table_installed(state: &crate::state::State) {
     handle();
+    effective_split(state);
+    let snap = state.snapshot();
     let table = &snap.table;
-    effective_split(snap);
     metrics::gauge!(CONFIG_VERSION).set(table.version as f64);
     for source in ["sighup", "api"] {
         for result in ["ok", "error"] {

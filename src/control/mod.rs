@@ -258,7 +258,7 @@ impl Control {
         };
         control.apply_drains(&control.lock());
         crate::metrics::handle();
-        crate::metrics::table_installed(&control.state.snapshot());
+        crate::metrics::table_installed(&control.state);
         Ok(control)
     }
 
@@ -401,7 +401,7 @@ impl Control {
             runtime: inner.runtime.clone(),
             version: installed,
         }));
-        crate::metrics::table_installed(&self.state.snapshot());
+        crate::metrics::table_installed(&self.state);
         Ok(installed)
     }
 

@@ -74,7 +74,7 @@ async fn publish_effective_split(state: Arc<State>, mut shutdown: watch::Receive
     let mut installed = state.installed();
     loop {
         installed.borrow_and_update();
-        crate::metrics::effective_split(&state.snapshot());
+        crate::metrics::effective_split(&state);
         tokio::select! {
             changed = installed.changed() => if changed.is_err() { break },
             _ = state.availability_changed().notified() => {}
