@@ -511,6 +511,36 @@ split = { blue = 1 }
         );
     }
 
+    /// `name{route="gauged",pool="POOL"}`'s value in what `/metrics` would show now.
+    fn gauged(c: &Control, name: &str, pool: &str) -> Option<f64> {
+        let text = crate::metrics::render(&c.state.snapshot());
+        let labels = format!("route=\"gauged\",pool=\"{pool}\"");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(&labels))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn the_effective_split_is_published_before_a_change_is_answered() {
+        // No health task runs here: only the change path publishes.
+        let c = control(
+            "[[routes]]\nname = \"gauged\"\npath_prefix = \"/gauged\"\n\
+             split = { blue = 3, green = 1 }\n",
+        );
+        let effective = "veer_route_effective_percent";
+        assert_eq!(gauged(&c, effective, "green"), Some(25.0));
+        c.apply(
+            Change::Split {
+                route: "gauged".into(),
+                weights: split(&[("blue", 1), ("green", 1)]),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(gauged(&c, effective, "blue"), Some(50.0));
+        assert_eq!(gauged(&c, effective, "green"), Some(50.0));
+    }
+
     #[test]
     fn a_stale_version_or_an_invalid_change_applies_nothing() {
         let c = control("");
