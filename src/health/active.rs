@@ -186,14 +186,14 @@ async fn run(slot: Arc<ServerSlot>, spec: Spec, tls: UpstreamTlsSlot) {
 /// within `timeout`.
 async fn probe(spec: &Spec, tls: Option<&Result<UpstreamClient, Arc<str>>>) -> bool {
     let attempt = async {
-        let mut sender = upstream::connect(&spec.target, spec.check.timeout, false, tls)
+        let conn = upstream::connect(&spec.target, spec.check.timeout, tls)
             .await
             .ok()?;
         let mut req = Request::get(&*spec.check.path).body(ReqBody::Empty).ok()?;
         req.headers_mut().insert(header::HOST, spec.host.clone());
         req.headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static("veer-health"));
-        let resp = sender.send_request(req).await.ok()?;
+        let resp = conn.send(req, false).await.ok()?;
         Some(resp.status().is_success())
     };
     matches!(

@@ -320,7 +320,7 @@ enum CopyError {
     #[error(transparent)]
     Connect(#[from] upstream::ConnectError),
     #[error("shadow exchange: {0}")]
-    Send(#[from] hyper::Error),
+    Send(#[from] upstream::h1::Error),
     #[error("no answer from the shadow within {0:?}")]
     Timeout(Duration),
 }
@@ -409,28 +409,32 @@ async fn exchange(
                 conns.take(Instant::now(), settings.upstream_idle_timeout)
             };
             let reused = kept.is_some();
-            let mut sender = match kept {
-                Some(sender) => sender,
-                None => upstream::connect(target, settings.connect_timeout, false, tls).await?,
+            let conn = match kept {
+                Some(conn) => conn,
+                None => upstream::connect(target, settings.connect_timeout, tls).await?,
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok::<_, CopyError>((resp, sender)),
-                Err(mut failed) => match (failed.take_message(), reused) {
+            match conn.send(req, false).await {
+                Ok(resp) => return Ok::<_, CopyError>(resp),
+                Err(failed) => match (failed.request, reused, failed.sent) {
                     // A kept connection closed before the copy went out: once more, on a new one.
-                    (Some(back), true) => {
+                    (Some(back), true, false)
+                        if matches!(failed.error, upstream::h1::Error::ClosedUnanswered(_)) =>
+                    {
                         req = back;
                         fresh = true;
                     }
-                    _ => return Err(failed.into_error().into()),
+                    _ => return Err(failed.error.into()),
                 },
             }
         }
     };
-    let (resp, sender) = tokio::time::timeout(timeout, head)
+    let resp = tokio::time::timeout(timeout, head)
         .await
         .map_err(|_| CopyError::Timeout(timeout))??;
     let status = resp.status();
     let mut body = resp.into_body();
+    // Read to the end, the connection goes back to the pool (by the body itself).
+    body.keep_in(Arc::clone(conns));
     let drain = async {
         while let Some(frame) = body.frame().await {
             if frame.is_err() {
@@ -439,8 +443,6 @@ async fn exchange(
         }
         true
     };
-    if let Ok(true) = tokio::time::timeout(timeout, drain).await {
-        conns.give(sender, Instant::now());
-    }
+    let _ = tokio::time::timeout(timeout, drain).await;
     Ok(status)
 }

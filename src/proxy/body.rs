@@ -1,40 +1,27 @@
 //! The response body veer sends to clients: a short fixed text (errors) or the upstream's body
 //! streamed frame by frame. When an upstream body ends cleanly its connection goes back to the
-//! server's idle pool; dropped early, the connection is closed instead.
+//! server's idle pool (`upstream::h1`); dropped early, the connection is closed instead.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::conn::RequestGuard;
 use crate::health::registry::InFlight;
 use crate::proxy::access::AccessRecord;
-use crate::upstream::pool::ServerConns;
-use crate::upstream::Sender;
+use crate::upstream::h1::RespStream;
+use crate::upstream::BodyError;
 
-/// A server connection and the in-flight count of the request using it.
+/// The in-flight count of a request on a server, held until its answer is sent.
 #[derive(Debug)]
 pub struct Lease {
-    /// The connection and the server's idle pool it returns to; none for an upgrade.
-    pub sender: Option<(Sender, Arc<ServerConns>)>,
     pub flight: InFlight,
     /// The server that answered: the decision's, or another after a connect-failure retry.
     pub server: crate::route::ServerId,
     /// The attempt that answered went out on a kept connection.
     pub reused: bool,
-}
-
-impl Lease {
-    /// The exchange finished cleanly: the connection may serve the next request.
-    fn release(&mut self) {
-        if let Some((sender, conns)) = self.sender.take() {
-            conns.give(sender, tokio::time::Instant::now());
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -49,7 +36,7 @@ pub struct RespBody {
 #[derive(Debug)]
 enum Kind {
     Fixed(Option<Bytes>),
-    Upstream { body: Incoming, lease: Lease },
+    Upstream { body: RespStream, _lease: Lease },
 }
 
 impl RespBody {
@@ -61,13 +48,13 @@ impl RespBody {
         }
     }
 
-    /// The upstream's body; an empty one releases its connection at once.
-    pub fn upstream(body: Incoming, mut lease: Lease) -> Self {
-        if body.is_end_stream() {
-            lease.release();
-        }
+    /// The upstream's body, which puts its connection back in the pool once read whole.
+    pub fn upstream(body: RespStream, lease: Lease) -> Self {
         Self {
-            kind: Kind::Upstream { body, lease },
+            kind: Kind::Upstream {
+                body,
+                _lease: lease,
+            },
             request: None,
             access: None,
         }
@@ -85,7 +72,7 @@ impl RespBody {
     }
 
     /// Counts a frame's bytes for the access log; writes the line once the body is over.
-    fn account(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+    fn account(&mut self, frame: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
         let Some(access) = self.access.as_mut() else {
             return;
         };
@@ -103,24 +90,18 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let res = match &mut this.kind {
             Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, lease } => {
-                let res = Pin::new(&mut *body).poll_frame(cx);
-                match &res {
-                    Poll::Ready(None) => lease.release(),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => lease.release(),
-                    _ => {}
-                }
-                res
-            }
+            Kind::Upstream { body, .. } => Pin::new(&mut *body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BodyError::from))),
         };
         this.account(&res);
         res

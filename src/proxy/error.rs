@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::proxy::body::RespBody;
-use crate::upstream::ConnectError;
+use crate::upstream::{h1, BodyError, ConnectError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -20,11 +20,11 @@ pub enum ProxyError {
     #[error("upstream unreachable: {0}")]
     Connect(#[from] ConnectError),
     #[error("upstream broke the protocol: {0}")]
-    UpstreamProtocol(#[source] hyper::Error),
+    UpstreamProtocol(#[source] h1::Error),
     #[error("upstream sent no response head within {0:?}")]
     Timeout(Duration),
     #[error("client request body failed: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] BodyError),
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
 }
@@ -68,10 +68,9 @@ impl ProxyError {
 
 /// Classifies an error from sending a request upstream: a failure of the body we were
 /// streaming from the client is the client's; anything else is the upstream's.
-pub fn from_send(err: hyper::Error) -> ProxyError {
-    if err.is_user() && !err.is_canceled() {
-        ProxyError::ClientBody(err)
-    } else {
-        ProxyError::UpstreamProtocol(err)
+pub fn from_send(err: h1::Error) -> ProxyError {
+    match err {
+        h1::Error::ClientBody(e) => ProxyError::ClientBody(e),
+        other => ProxyError::UpstreamProtocol(other),
     }
 }

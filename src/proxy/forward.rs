@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::{request, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
@@ -19,8 +18,9 @@ use crate::proxy::{headers, upgrade};
 use crate::route::table::{ProxySettings, Target};
 use crate::route::{self, Decision, ServerId};
 use crate::state::Snapshot;
+use crate::upstream::h1::{self, RespStream};
 use crate::upstream::pool::ServerConns;
-use crate::upstream::{self, ReqBody, Sender};
+use crate::upstream::{self, Conn, ReqBody};
 
 /// A request to forward, with what the decision said about it.
 pub struct Outbound {
@@ -58,14 +58,13 @@ pub async fn forward(
             .insert(headers::X_VEER_POOL.clone(), pool.name_header.clone());
     }
     let server = lease.server;
-    let mut resp = Response::from_parts(parts, body);
     if let (true, Some(client)) = (switching, out.client_upgrade) {
-        upgrade::tunnel(client, &mut resp, lease, Arc::clone(ctx), out.tunnel_log);
-        let (parts, _) = resp.into_parts();
+        if let Some(upstream) = body.into_upgraded() {
+            upgrade::tunnel(client, upstream, lease, Arc::clone(ctx), out.tunnel_log);
+        }
         let resp = Response::from_parts(parts, RespBody::fixed(bytes::Bytes::new()));
         return Ok((resp, server));
     }
-    let (parts, body) = resp.into_parts();
     let resp = Response::from_parts(parts, RespBody::upstream(body, lease));
     Ok((resp, server))
 }
@@ -83,7 +82,7 @@ async fn send(
     req: Request<ReqBody>,
     upgrading: bool,
     started: Instant,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<RespStream>, Lease), ProxyError> {
     let settings = &snap.table.proxy;
     let mut current = Attempt {
         server: decision.server,
@@ -129,7 +128,7 @@ async fn attempt(
     mut req: Request<ReqBody>,
     upgrading: bool,
     current: &mut Attempt,
-) -> Result<(Response<Incoming>, Lease), ProxyError> {
+) -> Result<(Response<RespStream>, Lease), ProxyError> {
     let settings = &snap.table.proxy;
     let pool = snap.table.pool(decision.pool);
     let mut tries = 0;
@@ -141,16 +140,8 @@ async fn attempt(
         let target = &pool.servers[usize::from(server)].target;
         let flight = slot.begin();
         let tls = snap.upstream_tls[usize::from(decision.pool)].as_ref();
-        let obtained = obtain(
-            conns,
-            target,
-            settings,
-            fresh,
-            upgrading,
-            tls,
-            current.started,
-        );
-        let (mut sender, reused) = match obtained.await {
+        let obtained = obtain(conns, target, settings, fresh, tls, current.started);
+        let (conn, reused) = match obtained.await {
             Ok(found) => found,
             Err(e) => {
                 if e.is_tls() {
@@ -185,37 +176,31 @@ async fn attempt(
             }
         };
         current.reused = reused;
-        let again = (reused && resendable(&req)).then(|| head_copy(&req));
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
+        match conn.send(req, upgrading).await {
+            Ok(mut resp) => {
                 current.report(snap, decision, Ended::Answered(resp.status().as_u16()));
-                let sender = (!upgrading).then(|| (sender, Arc::clone(conns)));
+                if !upgrading {
+                    resp.body_mut().keep_in(Arc::clone(conns));
+                }
                 let lease = Lease {
-                    sender,
                     flight,
                     server,
                     reused,
                 };
                 return Ok((resp, lease));
             }
-            Err(mut failed) => {
-                // A kept connection closed before the request went out: the request is intact,
-                // so it goes again, once, on a new connection to the same server.
-                if let (Some(back), true) = (failed.take_message(), reused) {
-                    req = back;
-                    fresh = true;
-                    *current = Attempt {
-                        server,
-                        started: Instant::now(),
-                        reused: false,
-                    };
-                    continue;
-                }
-                let err = failed.into_error();
-                match again {
-                    Some(copy) if closed_unanswered(&err) => {
-                        tracing::debug!(pool = %pool.name, server = %slot.addr, error = %err, "kept connection closed unanswered; sending again on a new one");
-                        req = copy;
+            Err(failed) => {
+                // A kept connection that the server closed unanswered: a request that never
+                // reached it, or one that may be sent twice, goes again, once, on a new
+                // connection to the same server.
+                match failed.request {
+                    Some(back)
+                        if reused
+                            && matches!(failed.error, h1::Error::ClosedUnanswered(_))
+                            && (!failed.sent || resendable(&back)) =>
+                    {
+                        tracing::debug!(pool = %pool.name, server = %slot.addr, error = %failed.error, "kept connection closed unanswered; sending again on a new one");
+                        req = back;
                         fresh = true;
                         *current = Attempt {
                             server,
@@ -224,7 +209,7 @@ async fn attempt(
                         };
                     }
                     _ => {
-                        let e = error::from_send(err);
+                        let e = error::from_send(failed.error);
                         if matches!(e, ProxyError::UpstreamProtocol(_)) {
                             current.report(snap, decision, Ended::Failed(ErrorKind::Protocol));
                         }
@@ -243,36 +228,6 @@ fn resendable(req: &Request<ReqBody>) -> bool {
         && http_body::Body::is_end_stream(req.body())
 }
 
-/// The head of a bodiless request, to send again.
-fn head_copy(req: &Request<ReqBody>) -> Request<ReqBody> {
-    let mut copy = Request::new(ReqBody::Empty);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-/// The server closed the connection before any answer: end of stream, or a reset, while the
-/// response head was awaited.
-fn closed_unanswered(err: &hyper::Error) -> bool {
-    if err.is_incomplete_message() || err.is_canceled() {
-        return true;
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            );
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// The most recently used kept connection that is ready now, else a new one (always new when
 /// `fresh`). `true` with a kept connection.
 async fn obtain(
@@ -280,17 +235,16 @@ async fn obtain(
     target: &Target,
     settings: &ProxySettings,
     fresh: bool,
-    upgrading: bool,
     tls: Option<&Result<crate::tls::UpstreamClient, std::sync::Arc<str>>>,
     now: Instant,
-) -> Result<(Sender, bool), upstream::ConnectError> {
+) -> Result<(Box<Conn>, bool), upstream::ConnectError> {
     if !fresh {
-        if let Some(sender) = conns.take(now, settings.upstream_idle_timeout) {
-            return Ok((sender, true));
+        if let Some(conn) = conns.take(now, settings.upstream_idle_timeout) {
+            return Ok((conn, true));
         }
     }
-    let sender = upstream::connect(target, settings.connect_timeout, upgrading, tls).await?;
-    Ok((sender, false))
+    let conn = upstream::connect(target, settings.connect_timeout, tls).await?;
+    Ok((conn, false))
 }
 
 /// The `Set-Cookie` value for a sticky route: when the decision asked for one, or when a retry

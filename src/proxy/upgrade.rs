@@ -2,8 +2,6 @@
 //! Protocols`, the client's and the server's connections are joined byte for byte until either
 //! side closes. The upstream connection is a fresh one and never returns to the pool.
 
-use http::Response;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -14,29 +12,28 @@ use tokio::sync::oneshot;
 use crate::conn::ConnContext;
 use crate::proxy::access::AccessRecord;
 use crate::proxy::body::Lease;
+use crate::upstream::h1::Upgraded;
 
 /// Joins the two upgraded connections in a task of their own. The lease keeps the server's
 /// in-flight count, and the client's context its place under `max_connections` and in the
 /// drain, for as long as the tunnel is open.
 pub fn tunnel(
     client: OnUpgrade,
-    upstream_resp: &mut Response<Incoming>,
+    mut upstream: Upgraded,
     lease: Lease,
     ctx: Arc<ConnContext>,
     log: Option<oneshot::Receiver<Box<AccessRecord>>>,
 ) {
-    let upstream = hyper::upgrade::on(upstream_resp);
     tokio::spawn(async move {
         let _held = (lease, ctx);
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
+        let client = match client.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         let (up, down) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             Ok(counts) => counts,
             Err(e) => {

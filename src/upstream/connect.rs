@@ -7,14 +7,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::route::table::Target;
 use crate::tls::UpstreamClient;
-use crate::upstream::Sender;
+use crate::upstream::Conn;
 
 /// A connection's byte stream. Every transport veer speaks is a variant here, so that the
 /// accept loop, the proxy and the upstream side handle one type.
@@ -119,11 +117,6 @@ pub enum ConnectError {
     Io { target: String, source: io::Error },
     #[error("TLS with {target}: {reason}")]
     Tls { target: String, reason: String },
-    #[error("HTTP/1.1 handshake with {target}: {source}")]
-    Handshake {
-        target: String,
-        source: hyper::Error,
-    },
 }
 
 impl ConnectError {
@@ -134,26 +127,23 @@ impl ConnectError {
 }
 
 /// Opens a new HTTP/1.1 connection to `target`, over TLS when `tls` is set (a slot holding an
-/// error fails: never plain text where TLS was asked for). `upgrades`: the connection may be
-/// taken over by an `Upgrade` (WebSocket) exchange; such a connection is never pooled.
+/// error fails: never plain text where TLS was asked for).
 pub async fn connect(
     target: &Target,
     timeout: Duration,
-    upgrades: bool,
     tls: Option<&Result<UpstreamClient, std::sync::Arc<str>>>,
-) -> Result<Sender, ConnectError> {
-    // Boxed: opening a connection (TCP, TLS, handshake) is a large future, and the futures that
-    // may open one (a request's, a mirrored copy's task) are moved whole for every request,
-    // most of which find a kept connection instead.
-    Box::pin(open_connection(target, timeout, upgrades, tls)).await
+) -> Result<Box<Conn>, ConnectError> {
+    // Boxed: opening a connection (TCP, TLS) is a large future, and the futures that may open
+    // one (a request's, a mirrored copy's task) are moved whole for every request, most of
+    // which find a kept connection instead.
+    Box::pin(open_connection(target, timeout, tls)).await
 }
 
 async fn open_connection(
     target: &Target,
     timeout: Duration,
-    upgrades: bool,
     tls: Option<&Result<UpstreamClient, std::sync::Arc<str>>>,
-) -> Result<Sender, ConnectError> {
+) -> Result<Box<Conn>, ConnectError> {
     let opening = async {
         let tcp = open(target).await.map_err(|source| ConnectError::Io {
             target: target.to_string(),
@@ -175,37 +165,14 @@ async fn open_connection(
             },
         }
     };
-    let stream = match tokio::time::timeout(timeout, opening).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                target: target.to_string(),
-                after: timeout,
-            })
-        }
-    };
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake {
+    match tokio::time::timeout(timeout, opening).await {
+        Ok(Ok(stream)) => Ok(Conn::new(stream)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ConnectError::Timeout {
             target: target.to_string(),
-            source,
-        })?;
-    if upgrades {
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-    } else {
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+            after: timeout,
+        }),
     }
-    Ok(sender)
 }
 
 async fn open(target: &Target) -> io::Result<TcpStream> {

@@ -3,6 +3,7 @@
 //! routes, weights or health: the proxy says which server, this room says how to reach it.
 
 pub mod connect;
+pub mod h1;
 pub mod pool;
 
 use std::pin::Pin;
@@ -11,12 +12,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 
 pub use connect::{connect, ConnectError, Io, Scheme};
-
-/// A connection's request side.
-pub type Sender = http1::SendRequest<ReqBody>;
+pub use h1::Conn;
 
 /// The error a request body may end with: the client's connection failed, or a copy was
 /// abandoned before its end.

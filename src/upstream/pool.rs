@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::kept::Kept;
 use crate::route::table::{PoolId, ServerId, Table};
-use crate::upstream::Sender;
+use crate::upstream::Conn;
 
 /// Idle connections kept per server; when one more comes back, the longest idle is closed.
 pub const IDLE_PER_SERVER: usize = 256;
@@ -24,55 +24,44 @@ pub struct ServerConns {
 
 #[derive(Debug)]
 struct Idle {
-    sender: Sender,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 impl ServerConns {
-    /// The most recently used open connection that can take a request now, if it has been idle
-    /// less than `max_idle`. Expired and closed connections met on the way are closed (dropped).
-    /// A connection still busy (its last request body still streaming after an early response)
-    /// is kept rather than waited on: waiting would stall this request behind another upload.
-    pub fn take(&self, now: Instant, max_idle: Duration) -> Option<Sender> {
+    /// The most recently used connection that can take a request now, if it has been idle less
+    /// than `max_idle`. Expired connections, and ones the server closed (or wrote to unasked),
+    /// met on the way are closed (dropped). Only connections whose exchange finished cleanly
+    /// are ever here, so none is busy.
+    pub fn take(&self, now: Instant, max_idle: Duration) -> Option<Box<Conn>> {
         let mut idle = self.lock();
-        let mut busy = Vec::new();
-        let mut found = None;
-        while let Some(entry) = idle.pop() {
-            if entry.sender.is_closed() {
-                continue;
-            }
+        while let Some(mut entry) = idle.pop() {
             if now.saturating_duration_since(entry.since) >= max_idle {
                 // Everything below has been idle longer still.
                 idle.clear();
-                break;
+                return None;
             }
-            if entry.sender.is_ready() {
-                found = Some(entry.sender);
-                break;
+            if entry.conn.is_usable() {
+                return Some(entry.conn);
             }
-            busy.push(entry);
         }
-        idle.extend(busy.into_iter().rev());
-        found
+        None
     }
 
-    /// Keeps a connection whose exchange finished cleanly; a closed one is dropped, and over
-    /// the cap the longest idle one is closed.
-    pub fn give(&self, sender: Sender, now: Instant) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Keeps a connection whose exchange finished cleanly; over the cap the longest idle one is
+    /// closed.
+    pub fn give(&self, conn: Box<Conn>, now: Instant) {
         let mut idle = self.lock();
         if idle.len() >= IDLE_PER_SERVER {
             idle.remove(0);
         }
-        idle.push(Idle { sender, since: now });
+        idle.push(Idle { conn, since: now });
     }
 
-    /// Closes the connections idle for `max_idle` or more, and closed ones.
+    /// Closes the connections idle for `max_idle` or more, and ones the server closed.
     pub fn sweep(&self, now: Instant, max_idle: Duration) {
-        self.lock().retain(|entry| {
-            !entry.sender.is_closed() && now.saturating_duration_since(entry.since) < max_idle
+        self.lock().retain_mut(|entry| {
+            now.saturating_duration_since(entry.since) < max_idle && entry.conn.is_usable()
         });
     }
 
@@ -148,6 +137,7 @@ mod tests {
     use crate::route::table::Target;
     use crate::upstream::{connect, ReqBody};
     use http_body_util::BodyExt;
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -193,21 +183,24 @@ mod tests {
         (Target::Addr(addr), closed_rx)
     }
 
-    async fn open(target: &Target) -> Sender {
-        connect::connect(target, Duration::from_secs(5), false, None)
+    async fn open(target: &Target) -> Box<Conn> {
+        connect::connect(target, Duration::from_secs(5), None)
             .await
             .unwrap()
     }
 
-    /// Which connection (by the server's numbering) a sender is.
-    async fn which(sender: &mut Sender) -> u32 {
+    /// Which connection (by the server's numbering) `conn` is; it comes back to `home` once
+    /// the answer is read.
+    async fn which(conn: Box<Conn>, home: &Arc<ServerConns>) -> u32 {
         let req = http::Request::get("/")
             .header("host", "x")
             .body(ReqBody::Empty)
             .unwrap();
         let call = async {
-            let resp = sender.send_request(req).await.unwrap();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let resp = conn.send(req, false).await.unwrap();
+            let mut body = resp.into_body();
+            body.keep_in(Arc::clone(home));
+            let body = body.collect().await.unwrap().to_bytes();
             std::str::from_utf8(&body).unwrap().parse().unwrap()
         };
         tokio::time::timeout(Duration::from_secs(5), call)
@@ -215,12 +208,17 @@ mod tests {
             .unwrap()
     }
 
-    async fn opened(target: &Target, count: usize) -> Vec<Sender> {
+    /// `count` connections, each asked once, and then held outside any pool.
+    async fn opened(target: &Target, count: usize) -> Vec<Box<Conn>> {
+        let scratch = Arc::new(ServerConns::default());
         let mut out = Vec::new();
         for i in 0..count {
-            let mut sender = open(target).await;
-            assert_eq!(which(&mut sender).await, i as u32);
-            out.push(sender);
+            assert_eq!(which(open(target).await, &scratch).await, i as u32);
+            out.push(
+                scratch
+                    .take(Instant::now(), Duration::from_secs(60))
+                    .unwrap(),
+            );
         }
         out
     }
@@ -230,14 +228,15 @@ mod tests {
         let (target, _closed) = numbering_server().await;
         let conns = ServerConns::default();
         let now = Instant::now();
-        for (i, sender) in opened(&target, 3).await.into_iter().enumerate() {
-            conns.give(sender, now + Duration::from_millis(i as u64));
+        for (i, conn) in opened(&target, 3).await.into_iter().enumerate() {
+            conns.give(conn, now + Duration::from_millis(i as u64));
         }
         let later = now + Duration::from_secs(1);
         let max_idle = Duration::from_secs(60);
+        let scratch = Arc::new(ServerConns::default());
         let mut got = Vec::new();
-        while let Some(mut sender) = conns.take(later, max_idle) {
-            got.push(which(&mut sender).await);
+        while let Some(conn) = conns.take(later, max_idle) {
+            got.push(which(conn, &scratch).await);
         }
         assert_eq!(got, [2, 1, 0]);
     }
@@ -247,9 +246,9 @@ mod tests {
         let (target, mut closed) = numbering_server().await;
         let conns = ServerConns::default();
         let now = Instant::now();
-        let mut senders = opened(&target, 2).await.into_iter();
-        conns.give(senders.next().unwrap(), now);
-        conns.give(senders.next().unwrap(), now + Duration::from_secs(5));
+        let mut kept = opened(&target, 2).await.into_iter();
+        conns.give(kept.next().unwrap(), now);
+        conns.give(kept.next().unwrap(), now + Duration::from_secs(5));
         let max_idle = Duration::from_secs(10);
         // The sweep closes the one idle for 10 s and keeps the one idle for 5 s.
         conns.sweep(now + Duration::from_secs(10), max_idle);
@@ -274,9 +273,9 @@ mod tests {
         let (target, mut closed) = numbering_server().await;
         let conns = ServerConns::default();
         let now = Instant::now();
-        let senders = opened(&target, IDLE_PER_SERVER + 1).await;
-        for (i, sender) in senders.into_iter().enumerate() {
-            conns.give(sender, now + Duration::from_millis(i as u64));
+        let kept = opened(&target, IDLE_PER_SERVER + 1).await;
+        for (i, conn) in kept.into_iter().enumerate() {
+            conns.give(conn, now + Duration::from_millis(i as u64));
         }
         assert_eq!(conns.idle(), IDLE_PER_SERVER);
         let first = tokio::time::timeout(Duration::from_secs(5), closed.recv()).await;

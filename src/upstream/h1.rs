@@ -1,0 +1,916 @@
+//! veer's HTTP/1.1 client: one connection to a server, driven by the task of the request that
+//! holds it. Sending writes the head (and the first body bytes with it when they are ready),
+//! streams the rest of the body while the response head is awaited, and hands back the head
+//! with a body that reads the server's answer, goes on streaming an unfinished upload, and puts
+//! the connection back in its server's pool once both are done cleanly.
+//!
+//! Written here rather than taken from hyper's client because it is the hot path: hyper drives
+//! each connection from a task of its own and passes every request and answer through channels
+//! to it (two cross-task wake-ups and the head moved through each layer per request), which was
+//! about a third of veer's instructions per request. Parsing is still `httparse`'s (heads,
+//! chunk sizes, trailers); only framing and the connection's state are veer's.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::pool::ServerConns;
+use super::{BodyError, Io, ReqBody};
+
+/// Most header fields a response head may carry (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head (or trailer section) accepted; a larger one is a protocol error.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Room made in the read buffer before each read.
+const READ_SPACE: usize = 16 * 1024;
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server closed the connection (or reset it) before a single byte of an answer.
+    #[error("connection closed before an answer: {0}")]
+    ClosedUnanswered(io::Error),
+    #[error("reading from the server: {0}")]
+    Read(io::Error),
+    #[error("writing to the server: {0}")]
+    Write(io::Error),
+    #[error("connection closed in the middle of {0}")]
+    Incomplete(&'static str),
+    #[error("invalid response: {0}")]
+    Protocol(String),
+    /// The client's body (streamed upstream) failed: the client's fault, not the server's.
+    #[error("client body: {0}")]
+    ClientBody(BodyError),
+}
+
+impl Error {
+    fn protocol(what: impl std::fmt::Display) -> Self {
+        Error::Protocol(what.to_string())
+    }
+}
+
+/// A failed exchange, with the request back when its body was never touched: on a kept
+/// connection that the server closed, it may go again on another.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: Error,
+    pub request: Option<Request<ReqBody>>,
+    /// Some of the request reached the socket before the failure.
+    pub sent: bool,
+}
+
+/// One connection to a server.
+#[derive(Debug)]
+pub struct Conn {
+    io: Io,
+    rbuf: BytesMut,
+    out: Out,
+}
+
+/// What is still to be written: bytes framed in `buf` (from `pos`), then `data`.
+#[derive(Debug, Default)]
+struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+    data: Bytes,
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.pos == self.buf.len() && self.data.is_empty()
+    }
+}
+
+/// How a body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+/// A request body on its way upstream.
+#[derive(Debug)]
+struct Upload {
+    body: ReqBody,
+    framing: Framing,
+    /// No frame has been taken from the body yet: it is still whole.
+    untouched: bool,
+}
+
+impl Conn {
+    /// Boxed: a connection moves between the pool, a request's future and its response body,
+    /// and a pointer moves cheaper than the connection's buffers and stream.
+    pub fn new(io: Io) -> Box<Self> {
+        Box::new(Self {
+            io,
+            rbuf: BytesMut::new(),
+            out: Out::default(),
+        })
+    }
+
+    /// Whether a kept connection can take a request: not closed by the server, and nothing
+    /// unasked-for waiting on it. Costs no system call when the socket has had nothing to say
+    /// since its last read (the runtime knows it is not readable).
+    pub fn is_usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.poll_fill(&mut cx).is_pending()
+    }
+
+    /// Sends `req` (its head already as the server must see it) and waits for the response
+    /// head. `upgrade`: the request asks to switch protocols, and a `101` answer hands the
+    /// connection over (`RespStream::into_upgraded`).
+    pub async fn send(
+        mut self: Box<Self>,
+        req: Request<ReqBody>,
+        upgrade: bool,
+    ) -> Result<Response<RespStream>, Failed> {
+        let (parts, body) = req.into_parts();
+        let framing = self.encode_head(&parts, &body);
+        let mut upload = framing.map(|framing| Upload {
+            body,
+            framing,
+            untouched: true,
+        });
+        let mut written_any = false;
+        let mut write_failed = false;
+        let mut uploaded = false;
+        let head_only = parts.method == Method::HEAD;
+        let got = poll_fn(|cx| {
+            if let (Some(up), false) = (upload.as_mut(), write_failed || uploaded) {
+                match self.poll_upload(up, cx, &mut written_any) {
+                    Poll::Ready(Ok(())) => uploaded = true,
+                    Poll::Ready(Err(Error::Write(e))) => {
+                        // The server stopped reading; it may still have answered (an early
+                        // `413`, say), so the answer is read before giving up.
+                        tracing::debug!(error = %e, "upstream stopped reading the request");
+                        write_failed = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            } else if !write_failed && !self.out.is_empty() {
+                match self.poll_drain(cx, &mut written_any) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "upstream stopped reading the request");
+                        write_failed = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            self.poll_head(cx, upgrade)
+        })
+        .await;
+        let head = match got {
+            Ok(found) => found,
+            Err(error) => {
+                let request = match upload {
+                    Some(up) if !up.untouched => None,
+                    Some(up) => Some(Request::from_parts(parts, up.body)),
+                    None => Some(Request::from_parts(parts, ReqBody::Empty)),
+                };
+                return Err(Failed {
+                    error,
+                    request,
+                    sent: written_any,
+                });
+            }
+        };
+        let ((resp_parts, reusable), read) = head;
+        let read = if head_only { Read::Done } else { read };
+        // A finished upload is dropped; after a failed write, what the server did not read
+        // leaves the connection in an unknown state: it is not kept.
+        let upload = upload.filter(|_| !uploaded && !write_failed).map(Box::new);
+        let stream = RespStream {
+            read,
+            conn: Some(self),
+            upload,
+            reusable: reusable && !write_failed,
+            home: None,
+        };
+        Ok(Response::from_parts(resp_parts, stream))
+    }
+
+    /// Writes the request line and headers into the output buffer, with the framing of the
+    /// body: its `content-length` when the client gave one or the body's size is known, else
+    /// chunked. `None` when there is no body to send.
+    fn encode_head(&mut self, parts: &request::Parts, body: &ReqBody) -> Option<Framing> {
+        let buf = &mut self.out.buf;
+        buf.clear();
+        self.out.pos = 0;
+        buf.extend_from_slice(parts.method.as_str().as_bytes());
+        buf.push(b' ');
+        match parts.uri.path_and_query() {
+            Some(pq) => buf.extend_from_slice(pq.as_str().as_bytes()),
+            None => buf.push(b'/'),
+        }
+        buf.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut length = None;
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH {
+                length = parse_length(value.as_bytes());
+            }
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        let framing = if let Some(n) = length {
+            Some(Framing::Length(n))
+        } else if body.is_end_stream() {
+            None
+        } else if let Some(n) = body.size_hint().exact() {
+            buf.extend_from_slice(b"content-length: ");
+            buf.extend_from_slice(itoa(n, &mut [0; 20]));
+            buf.extend_from_slice(b"\r\n");
+            Some(Framing::Length(n))
+        } else {
+            buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Some(Framing::Chunked)
+        };
+        buf.extend_from_slice(b"\r\n");
+        framing
+    }
+
+    /// Writes what is buffered, then the body's frames as they come, until the body is done
+    /// (`Ready(Ok)`) or has nothing more for now (`Pending`).
+    fn poll_upload(
+        &mut self,
+        up: &mut Upload,
+        cx: &mut Context<'_>,
+        written_any: &mut bool,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            std::task::ready!(self.poll_drain(cx, written_any)).map_err(Error::Write)?;
+            if up.framing == Framing::Length(0) && up.body.is_end_stream() {
+                return Poll::Ready(Ok(()));
+            }
+            let frame = match Pin::new(&mut up.body).poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => return Poll::Pending,
+            };
+            up.untouched = false;
+            match frame {
+                None => match up.framing {
+                    Framing::Chunked => {
+                        self.out.buf.extend_from_slice(b"0\r\n\r\n");
+                        up.framing = Framing::Length(0);
+                        up.body = ReqBody::Empty;
+                    }
+                    Framing::Length(0) => return Poll::Ready(Ok(())),
+                    Framing::Length(_) => {
+                        return Poll::Ready(Err(Error::ClientBody(
+                            "the request body ended before its content-length".into(),
+                        )))
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Err(Error::ClientBody(e))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => match &mut up.framing {
+                        Framing::Chunked => {
+                            let buf = &mut self.out.buf;
+                            buf.extend_from_slice(hex(data.len(), &mut [0; 16]));
+                            buf.extend_from_slice(b"\r\n");
+                            buf.extend_from_slice(&data);
+                            buf.extend_from_slice(b"\r\n");
+                        }
+                        Framing::Length(left) => {
+                            let len = data.len() as u64;
+                            if len > *left {
+                                return Poll::Ready(Err(Error::ClientBody(
+                                    "the request body is longer than its content-length".into(),
+                                )));
+                            }
+                            *left -= len;
+                            self.out.data = data;
+                        }
+                    },
+                    Err(frame) => {
+                        // Trailers: sent after the last chunk; a body framed by length has
+                        // nowhere to carry them.
+                        if let (Framing::Chunked, Ok(trailers)) =
+                            (up.framing, frame.into_trailers())
+                        {
+                            let buf = &mut self.out.buf;
+                            buf.extend_from_slice(b"0\r\n");
+                            encode_fields(buf, &trailers);
+                            buf.extend_from_slice(b"\r\n");
+                            up.framing = Framing::Length(0);
+                            up.body = ReqBody::Empty;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes everything buffered (one vectored write for framing and data when it can).
+    fn poll_drain(&mut self, cx: &mut Context<'_>, written_any: &mut bool) -> Poll<io::Result<()>> {
+        let out = &mut self.out;
+        while !out.is_empty() {
+            let framed = &out.buf[out.pos..];
+            let n = if framed.is_empty() {
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &out.data))?
+            } else if out.data.is_empty() {
+                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, framed))?
+            } else {
+                let bufs = [io::IoSlice::new(framed), io::IoSlice::new(&out.data)];
+                std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &bufs))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written_any = true;
+            let from_framed = n.min(framed.len());
+            out.pos += from_framed;
+            out.data.advance(n - from_framed);
+            if out.pos == out.buf.len() {
+                out.buf.clear();
+                out.pos = 0;
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Reads more from the server into the read buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.rbuf.reserve(READ_SPACE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Reads until a final response head (skipping `1xx` ones) is parsed: the head, whether the
+    /// connection may be kept after this exchange, and how its body is to be read.
+    #[allow(clippy::type_complexity)]
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        upgrade: bool,
+    ) -> Poll<Result<((http::response::Parts, bool), Read), Error>> {
+        let mut received = !self.rbuf.is_empty();
+        loop {
+            if !self.rbuf.is_empty() {
+                received = true;
+                if let Some(found) = parse_head(&mut self.rbuf)? {
+                    let (mut parts, keep) = found;
+                    let status = parts.status;
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if !upgrade {
+                            return Poll::Ready(Err(Error::protocol(
+                                "101 Switching Protocols to a request that asked for no upgrade",
+                            )));
+                        }
+                        return Poll::Ready(Ok(((parts, false), Read::Upgraded)));
+                    }
+                    if status.is_informational() {
+                        // 100 Continue and other interim answers: the final one follows.
+                        continue;
+                    }
+                    let (read, keepable) = body_framing(&mut parts)?;
+                    let keep = keep && keepable;
+                    return Poll::Ready(Ok(((parts, keep), read)));
+                }
+            }
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(0) if received => {
+                    return Poll::Ready(Err(Error::Incomplete("the response head")))
+                }
+                Ok(0) => {
+                    return Poll::Ready(Err(Error::ClosedUnanswered(
+                        io::ErrorKind::UnexpectedEof.into(),
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) if !received && is_reset(&e) => {
+                    return Poll::Ready(Err(Error::ClosedUnanswered(e)))
+                }
+                Err(e) => return Poll::Ready(Err(Error::Read(e))),
+            }
+        }
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
+/// Parses a response head from the front of `buf` and takes it out; `None` while incomplete.
+/// Header values are views of the head's bytes, not copies.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, bool)>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+        Ok(_) => {
+            return Err(Error::protocol(format_args!(
+                "response head larger than {MAX_HEAD} bytes"
+            )))
+        }
+        Err(e) => return Err(Error::protocol(e)),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::protocol(format_args!("status code {code}")))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each field lies in the head, so that the values can be slices of it once frozen.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            (name + field.name.len()) as u32,
+            value as u32,
+            (value + field.value.len()) as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut keep = version == Version::HTTP_11;
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| Error::protocol("invalid header name"))?;
+        let raw = head.slice(vs as usize..ve as usize);
+        if name == header::CONNECTION {
+            for token in raw.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep = true;
+                }
+            }
+        }
+        // httparse has already refused control characters in values; what it lets through
+        // (visible ASCII, tabs, spaces, obs-text) is what a `HeaderValue` may hold.
+        let value = HeaderValue::from_maybe_shared(raw)
+            .map_err(|_| Error::protocol("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok(Some((parts, keep)))
+}
+
+/// How a response's body is delimited (RFC 9112 §6.3), and whether that framing lets the
+/// connection be kept after it. `HEAD` answers are handled by the caller.
+fn body_framing(parts: &mut http::response::Parts) -> Result<(Read, bool), Error> {
+    let status = parts.status;
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Read::Done, true));
+    }
+    let headers = &mut parts.headers;
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked {
+            return Ok((Read::Eof, false));
+        }
+        // With a `content-length` beside it, the length is ignored (RFC 9112 §6.3) and dropped,
+        // so that the client is not told it either; the connection is not kept, as the framing
+        // is in doubt.
+        let keepable = headers.remove(header::CONTENT_LENGTH).is_none();
+        return Ok((Read::Chunked(Chunk::Size), keepable));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    match lengths.next() {
+        None => Ok((Read::Eof, false)),
+        Some(first) => {
+            let n = parse_length(first.as_bytes())
+                .ok_or_else(|| Error::protocol("invalid content-length"))?;
+            if lengths.any(|other| parse_length(other.as_bytes()) != Some(n)) {
+                return Err(Error::protocol("conflicting content-length values"));
+            }
+            Ok((if n == 0 { Read::Done } else { Read::Length(n) }, true))
+        }
+    }
+}
+
+/// A `content-length` value: digits only (a list of equal values, as some servers send, too).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
+}
+
+fn encode_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b"0123456789ABCDEF"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// Where reading a response body stands.
+#[derive(Debug)]
+enum Read {
+    Length(u64),
+    Chunked(Chunk),
+    /// Delimited by the server closing the connection.
+    Eof,
+    Done,
+    /// A `101` answer: the connection now belongs to the tunnel.
+    Upgraded,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// A response body as it comes from the server. Also carries an upload that the server
+/// answered before it was finished, and goes on sending it while the answer is read.
+#[derive(Debug)]
+pub struct RespStream {
+    read: Read,
+    conn: Option<Box<Conn>>,
+    upload: Option<Box<Upload>>,
+    reusable: bool,
+    home: Option<Arc<ServerConns>>,
+}
+
+impl RespStream {
+    /// Where the connection goes once the exchange is over cleanly; at once when it already is.
+    pub fn keep_in(&mut self, home: Arc<ServerConns>) {
+        self.home = Some(home);
+        if matches!(self.read, Read::Done) {
+            self.finish();
+        }
+    }
+
+    /// The connection after a `101` answer, with whatever the server sent past the head.
+    pub fn into_upgraded(mut self) -> Option<Upgraded> {
+        match (&self.read, self.conn.take()) {
+            (Read::Upgraded, Some(conn)) => {
+                let conn = *conn;
+                Some(Upgraded {
+                    io: conn.io,
+                    early: conn.rbuf.freeze(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The answer is read whole: the connection goes home when nothing of the exchange is left
+    /// unfinished, and is closed otherwise.
+    fn finish(&mut self) {
+        self.read = Read::Done;
+        let conn = self.conn.take();
+        if let (Some(conn), Some(home), true, None) = (
+            conn,
+            self.home.as_ref(),
+            self.reusable,
+            self.upload.as_ref(),
+        ) {
+            if conn.rbuf.is_empty() && conn.out.is_empty() {
+                home.give(conn, tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Reads body bytes the way the framing says; `None` at its end.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match &mut self.read {
+                Read::Done | Read::Upgraded => return Poll::Ready(None),
+                Read::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let take = (*left).min(conn.rbuf.len() as u64);
+                        *left -= take;
+                        let data = conn.rbuf.split_to(take as usize).freeze();
+                        if *left == 0 {
+                            self.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Read::Eof => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Read::Chunked(chunk) => match step_chunked(chunk, &mut conn.rbuf)? {
+                    Step::Data(data) => {
+                        self.settle();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Step::Trailers(fields) => {
+                        self.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                    }
+                    Step::End => {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    Step::More => {}
+                },
+            }
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    if matches!(self.read, Read::Eof) {
+                        self.reusable = false;
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Error::Incomplete("the response body"))));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Error::Read(e)))),
+            }
+        }
+    }
+
+    /// After a chunk's data: takes in the framing that follows when it is already buffered, so
+    /// that a body whose last chunk has arrived is seen to end (and its connection goes home)
+    /// without waiting for another poll. Never takes data or trailers: those are the next
+    /// poll's.
+    fn settle(&mut self) {
+        let (Some(conn), Read::Chunked(chunk)) = (self.conn.as_mut(), &mut self.read) else {
+            return;
+        };
+        let buf = &mut conn.rbuf;
+        loop {
+            match *chunk {
+                Chunk::DataEnd if buf.starts_with(b"\r\n") => {
+                    buf.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, 0))) => {
+                        buf.advance(used);
+                        *chunk = Chunk::Trailers;
+                    }
+                    _ => return,
+                },
+                Chunk::Trailers if buf.starts_with(b"\r\n") => {
+                    buf.advance(2);
+                    self.finish();
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+enum Step {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+    /// More bytes are needed.
+    More,
+}
+
+/// Advances a chunked body over the bytes buffered. Returns data, the trailer section, the end,
+/// or a need for more bytes.
+fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, Error> {
+    loop {
+        match *chunk {
+            Chunk::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *chunk = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    return Err(Error::protocol("chunk size line too long"))
+                }
+                Ok(httparse::Status::Partial) => return Ok(Step::More),
+                Err(_) => return Err(Error::protocol("invalid chunk size")),
+            },
+            Chunk::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = left.min(buf.len() as u64);
+                let data = buf.split_to(take as usize).freeze();
+                *chunk = if take == left {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - take)
+                };
+                return Ok(Step::Data(data));
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(Error::protocol("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                *chunk = Chunk::Size;
+            }
+            Chunk::Trailers => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] == b"\r\n" {
+                    buf.advance(2);
+                    return Ok(Step::End);
+                }
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                return match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, fields))) => {
+                        let mut map = HeaderMap::with_capacity(fields.len());
+                        for field in fields {
+                            let name = HeaderName::from_bytes(field.name.as_bytes());
+                            let value = HeaderValue::from_bytes(field.value);
+                            if let (Ok(name), Ok(value)) = (name, value) {
+                                map.append(name, value);
+                            }
+                        }
+                        buf.advance(used);
+                        Ok(Step::Trailers(map))
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                        Err(Error::protocol("trailer section too large"))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(Step::More),
+                    Err(e) => Err(Error::protocol(e)),
+                };
+            }
+        }
+    }
+}
+
+impl Body for RespStream {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        // An upload the server answered early goes on while the answer is read: a server that
+        // echoes as it reads needs both.
+        if let (Some(up), Some(conn)) = (this.upload.as_mut(), this.conn.as_mut()) {
+            let mut written = false;
+            match conn.poll_upload(up, cx, &mut written) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                Poll::Ready(Err(Error::ClientBody(e))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Error::ClientBody(e))));
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "upstream stopped reading the request");
+                    this.upload = None;
+                    this.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let polled = this.poll_read(cx);
+        if let Poll::Ready(Some(Err(_))) = polled {
+            // A broken exchange: the connection is closed.
+            this.conn = None;
+            this.read = Read::Done;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.read, Read::Done | Read::Upgraded) || self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.read {
+            Read::Length(n) => SizeHint::with_exact(n),
+            Read::Done | Read::Upgraded => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A connection taken over after `101 Switching Protocols`: what the server sent right after the
+/// head is read first.
+#[derive(Debug)]
+pub struct Upgraded {
+    io: Io,
+    early: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.early.is_empty() {
+            let n = this.early.len().min(buf.remaining());
+            buf.put_slice(&this.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
