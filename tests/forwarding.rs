@@ -31,12 +31,28 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
             ("keep-alive", "timeout=5"),
             ("proxy-authorization", "Basic abc"),
             ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed.example"),
+            ("via", "1.1 edge"),
             ("host", "app.example.com"),
         ],
     )
     .await;
     assert_eq!(got.status, 200);
     let h = up.headers();
+    let all = |name: &str| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    // A client's forwarding fields are replaced (or, for x-forwarded-for, extended), never
+    // sent beside veer's; an earlier `via` is kept before veer's own.
+    assert_eq!(all("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(all("x-forwarded-proto"), ["http"]);
+    assert_eq!(all("x-forwarded-host"), ["app.example.com"]);
+    assert_eq!(all("via"), ["1.1 edge", "1.1 veer"]);
+    assert_eq!(all("host"), ["app.example.com"]);
     assert!(h.get("x-foo").is_none(), "named in Connection: removed");
     assert!(h.get("keep-alive").is_none());
     assert!(h.get("proxy-authorization").is_none());
@@ -45,7 +61,6 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "app.example.com");
     assert_eq!(h["host"], "app.example.com");
-    assert_eq!(h["via"], "1.1 veer");
 }
 
 #[tokio::test]

@@ -193,7 +193,7 @@ async fn probe(spec: &Spec, tls: Option<&Result<UpstreamClient, Arc<str>>>) -> b
         req.headers_mut().insert(header::HOST, spec.host.clone());
         req.headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static("veer-health"));
-        let resp = conn.send(req, false).await.ok()?;
+        let resp = conn.send(req, &(), false).await.ok()?;
         Some(resp.status().is_success())
     };
     matches!(

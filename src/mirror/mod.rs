@@ -284,7 +284,8 @@ pub fn start(
         let state = Arc::clone(&copy.state);
         (ReqBody::Teed(tee), ReqBody::Copy(copy), Some(state))
     };
-    let req = Request::from_parts(copy_head(parts, ctx), copy_body);
+    let (head, added) = copy_head(parts, ctx);
+    let req = Request::from_parts(head, copy_body);
     let (answer, primary) = oneshot::channel();
     let started = Instant::now();
     let copy = Copy {
@@ -295,23 +296,22 @@ pub fn start(
         feed,
         primary,
     };
-    tokio::spawn(copy.run(req));
+    tokio::spawn(copy.run(req, added));
     (primary_body, Some(Primary { answer, started }))
 }
 
 /// The copy's head: the client's method, path, query and headers, rewritten as for the primary
-/// (hop-by-hop removed, forwarding headers added), plus `x-veer-shadow: 1`.
-fn copy_head(parts: &request::Parts, ctx: &ConnContext) -> request::Parts {
+/// (hop-by-hop removed), and the forwarding fields to add, plus `x-veer-shadow: 1`.
+fn copy_head(parts: &request::Parts, ctx: &ConnContext) -> (request::Parts, headers::Added) {
     let mut req = Request::new(());
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     let (mut head, ()) = req.into_parts();
-    headers::prepare_request(&mut head, ctx, false);
-    head.headers
-        .insert(X_VEER_SHADOW.clone(), HeaderValue::from_static("1"));
-    head
+    let added = headers::prepare_request(&mut head, ctx, false)
+        .with(X_VEER_SHADOW.clone(), HeaderValue::from_static("1"));
+    (head, added)
 }
 
 /// Why a copy got no answer.
@@ -336,10 +336,10 @@ struct Copy {
 }
 
 impl Copy {
-    async fn run(self, req: Request<ReqBody>) {
+    async fn run(self, req: Request<ReqBody>, added: headers::Added) {
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let started = Instant::now();
-        let answered = exchange(&self.snap, self.pool, self.server, req).await;
+        let answered = exchange(&self.snap, self.pool, self.server, req, &added).await;
         let shadow_latency = started.elapsed();
         let lane = Arc::clone(&self.flight.0);
         drop(self.flight);
@@ -392,6 +392,7 @@ async fn exchange(
     pool: PoolId,
     server: ServerId,
     mut req: Request<ReqBody>,
+    added: &headers::Added,
 ) -> Result<StatusCode, CopyError> {
     let settings = &snap.table.proxy;
     let _in_flight = snap.slots.server(pool, server).begin();
@@ -413,7 +414,7 @@ async fn exchange(
                 Some(conn) => conn,
                 None => upstream::connect(target, settings.connect_timeout, tls).await?,
             };
-            match conn.send(req, false).await {
+            match conn.send(req, added, false).await {
                 Ok(resp) => return Ok::<_, CopyError>(resp),
                 Err(failed) => match (failed.request, reused, failed.sent) {
                     // A kept connection closed before the copy went out: once more, on a new one.

@@ -45,9 +45,9 @@ pub async fn forward(
 ) -> Result<(Response<RespBody>, ServerId), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
-    headers::prepare_request(&mut out.parts, ctx, upgrading);
+    let added = headers::prepare_request(&mut out.parts, ctx, upgrading);
     let req = Request::from_parts(out.parts, out.body);
-    let (resp, lease) = send(snap, decision, req, upgrading, started).await?;
+    let (resp, lease) = send(snap, decision, req, &added, upgrading, started).await?;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching && upgrading);
@@ -80,6 +80,7 @@ async fn send(
     snap: &Snapshot,
     decision: &Decision,
     req: Request<ReqBody>,
+    added: &headers::Added,
     upgrading: bool,
     started: Instant,
 ) -> Result<(Response<RespStream>, Lease), ProxyError> {
@@ -89,7 +90,7 @@ async fn send(
         started,
         reused: false,
     };
-    let attempts = attempt(snap, decision, req, upgrading, &mut current);
+    let attempts = attempt(snap, decision, req, added, upgrading, &mut current);
     match tokio::time::timeout_at(started + settings.request_timeout, attempts).await {
         Ok(done) => done,
         Err(_) => {
@@ -126,6 +127,7 @@ async fn attempt(
     snap: &Snapshot,
     decision: &Decision,
     mut req: Request<ReqBody>,
+    added: &headers::Added,
     upgrading: bool,
     current: &mut Attempt,
 ) -> Result<(Response<RespStream>, Lease), ProxyError> {
@@ -176,7 +178,7 @@ async fn attempt(
             }
         };
         current.reused = reused;
-        match conn.send(req, upgrading).await {
+        match conn.send(req, added, upgrading).await {
             Ok(mut resp) => {
                 current.report(snap, decision, Ended::Answered(resp.status().as_u16()));
                 if !upgrading {

@@ -100,10 +100,52 @@ pub fn host_of(authority: &http::uri::Authority) -> &str {
     text.rsplit_once('@').map_or(text, |(_, host)| host)
 }
 
+/// The fields veer adds to a request on its way upstream. They are written after the request's
+/// own (`upstream::h1::Fields`) rather than inserted in its map: a parsed map has room for the
+/// fields it came with, and growing it (twice, for four more) cost more than the whole rest of
+/// the rewrite.
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// `Host`, when the request named it in its URI (HTTP/2, absolute form).
+    host: Option<HeaderValue>,
+    forwarded_for: HeaderValue,
+    forwarded_host: Option<HeaderValue>,
+    forwarded_proto: HeaderValue,
+    via: HeaderValue,
+    /// One more field of the caller's (a mirrored copy's mark).
+    other: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Added {
+    /// These fields and one more.
+    pub fn with(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.other = Some((name, value));
+        self
+    }
+}
+
+impl crate::upstream::h1::Fields for Added {
+    fn each(&self, f: &mut dyn FnMut(&HeaderName, &HeaderValue)) {
+        if let Some(host) = &self.host {
+            f(&header::HOST, host);
+        }
+        if let Some(host) = &self.forwarded_host {
+            f(&X_FORWARDED_HOST, host);
+        }
+        f(&X_FORWARDED_FOR, &self.forwarded_for);
+        f(&X_FORWARDED_PROTO, &self.forwarded_proto);
+        f(&header::VIA, &self.via);
+        if let Some((name, value)) = &self.other {
+            f(name, value);
+        }
+    }
+}
+
 /// Turns a client's request head into the one sent upstream: HTTP/1.1, origin-form URI, `Host`
-/// kept (taken from the authority for HTTP/2 clients), hop-by-hop removed, forwarding headers
-/// added.
-pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: bool) {
+/// kept (taken from the authority for HTTP/2 clients), hop-by-hop removed; returns the
+/// forwarding fields to write after it (a client's own `x-forwarded-proto` and
+/// `x-forwarded-host` are replaced, its `x-forwarded-for` list extended, its `via` kept).
+pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: bool) -> Added {
     let via = match parts.version {
         Version::HTTP_2 => HeaderValue::from_static("2 veer"),
         Version::HTTP_10 => HeaderValue::from_static("1.0 veer"),
@@ -114,22 +156,38 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    // An absolute-form or HTTP/2 request names its host in the URI: that is the one it was
-    // routed on, so it is the one the upstream sees (RFC 9112 §3.2.2).
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(host_of(authority)) {
-            headers.insert(header::HOST, v);
+    // Most clients send none of the forwarding fields: one pass over the names finds out,
+    // where each removal would hash the name.
+    let (mut had_for, mut had_other) = (false, false);
+    for name in headers.keys() {
+        if name == X_FORWARDED_FOR {
+            had_for = true;
+        } else if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+            had_other = true;
         }
     }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    if had_other {
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
     }
-    append_forwarded_for(headers, &ctx.peer_header);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(ctx.scheme.as_str()),
-    );
-    headers.append(header::VIA, via);
+    let forwarded_for = if had_for {
+        forwarded_for(headers, &ctx.peer_header)
+    } else {
+        ctx.peer_header.clone()
+    };
+    // An absolute-form or HTTP/2 request names its host in the URI: that is the one it was
+    // routed on, so it is the one the upstream sees (RFC 9112 §3.2.2).
+    let host = parts
+        .uri
+        .authority()
+        .and_then(|authority| HeaderValue::from_str(host_of(authority)).ok());
+    let forwarded_host = match &host {
+        Some(host) => {
+            headers.remove(header::HOST);
+            Some(host.clone())
+        }
+        None => headers.get(header::HOST).cloned(),
+    };
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let origin = parts
             .uri
@@ -139,31 +197,30 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
         parts.uri = Uri::from(origin);
     }
     parts.version = Version::HTTP_11;
+    Added {
+        host,
+        forwarded_for,
+        forwarded_host,
+        forwarded_proto: HeaderValue::from_static(ctx.scheme.as_str()),
+        via,
+        other: None,
+    }
 }
 
-/// `x-forwarded-for: <existing>, <client>`; every earlier value is kept in order. One lookup of
-/// the name either way (`entry`), where a get and then an insert would hash it twice.
-fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
-    let mut existing = match headers.entry(&X_FORWARDED_FOR) {
-        header::Entry::Vacant(slot) => {
-            slot.insert(client.clone());
-            return;
-        }
-        header::Entry::Occupied(existing) => existing,
+/// `<existing>, <client>`: every earlier `x-forwarded-for` value in order, then the client;
+/// the earlier fields are taken out of the map (the joined one is written in their place).
+fn forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) -> HeaderValue {
+    let header::Entry::Occupied(existing) = headers.entry(&X_FORWARDED_FOR) else {
+        return client.clone();
     };
-    let mut joined = bytes::BytesMut::with_capacity(existing.get().len() + client.len() + 24);
-    for (i, value) in existing.iter().enumerate() {
-        if i > 0 {
-            joined.extend_from_slice(b", ");
-        }
+    let mut joined = bytes::BytesMut::new();
+    for value in existing.remove_entry_mult().1 {
         joined.extend_from_slice(value.as_bytes());
+        joined.extend_from_slice(b", ");
     }
-    joined.extend_from_slice(b", ");
     joined.extend_from_slice(client.as_bytes());
     // One allocation: the buffer becomes the header value without another copy.
-    if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
-        existing.insert(value);
-    }
+    HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| client.clone())
 }
 
 /// Cleans an upstream's response head for the client. A `101 Switching Protocols` keeps its
@@ -242,14 +299,13 @@ mod tests {
         let mut h = map(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
+            ("accept", "*/*"),
         ]);
-        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(
-            h.get("x-forwarded-for").unwrap(),
-            "1.1.1.1, 2.2.2.2, 127.0.0.1"
-        );
+        let joined = forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(joined, "1.1.1.1, 2.2.2.2, 127.0.0.1");
+        assert_eq!(h.len(), 1, "the earlier fields are taken out: {h:?}");
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        let alone = forwarded_for(&mut h, &HeaderValue::from_static("127.0.0.1"));
+        assert_eq!(alone, "127.0.0.1");
     }
 }

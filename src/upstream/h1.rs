@@ -34,6 +34,16 @@ const READ_SPACE: usize = 16 * 1024;
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
+/// Header fields written after a request's own, without going through its map.
+pub trait Fields: Sync {
+    fn each(&self, f: &mut dyn FnMut(&HeaderName, &HeaderValue));
+}
+
+/// No more fields.
+impl Fields for () {
+    fn each(&self, _: &mut dyn FnMut(&HeaderName, &HeaderValue)) {}
+}
+
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -129,16 +139,17 @@ impl Conn {
         self.poll_fill(&mut cx).is_pending()
     }
 
-    /// Sends `req` (its head already as the server must see it) and waits for the response
-    /// head. `upgrade`: the request asks to switch protocols, and a `101` answer hands the
-    /// connection over (`RespStream::into_upgraded`).
+    /// Sends `req` (its head already as the server must see it, `added` written after its
+    /// fields) and waits for the response head. `upgrade`: the request asks to switch
+    /// protocols, and a `101` answer hands the connection over (`RespStream::into_upgraded`).
     pub async fn send(
         mut self: Box<Self>,
         req: Request<ReqBody>,
+        added: &dyn Fields,
         upgrade: bool,
     ) -> Result<Response<RespStream>, Failed> {
         let (parts, body) = req.into_parts();
-        let framing = self.encode_head(&parts, &body);
+        let framing = self.encode_head(&parts, added, &body);
         let mut upload = framing.map(|framing| Upload {
             body,
             framing,
@@ -207,7 +218,12 @@ impl Conn {
     /// Writes the request line and headers into the output buffer, with the framing of the
     /// body: its `content-length` when the client gave one or the body's size is known, else
     /// chunked. `None` when there is no body to send.
-    fn encode_head(&mut self, parts: &request::Parts, body: &ReqBody) -> Option<Framing> {
+    fn encode_head(
+        &mut self,
+        parts: &request::Parts,
+        added: &dyn Fields,
+        body: &ReqBody,
+    ) -> Option<Framing> {
         let buf = &mut self.out.buf;
         buf.clear();
         self.out.pos = 0;
@@ -228,6 +244,12 @@ impl Conn {
             buf.extend_from_slice(value.as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
+        added.each(&mut |name, value| {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        });
         let framing = if let Some(n) = length {
             Some(Framing::Length(n))
         } else if body.is_end_stream() {

@@ -197,7 +197,7 @@ mod tests {
             .body(ReqBody::Empty)
             .unwrap();
         let call = async {
-            let resp = conn.send(req, false).await.unwrap();
+            let resp = conn.send(req, &(), false).await.unwrap();
             let mut body = resp.into_body();
             body.keep_in(Arc::clone(home));
             let body = body.collect().await.unwrap().to_bytes();
