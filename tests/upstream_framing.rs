@@ -178,6 +178,14 @@ async fn a_chunked_answer_with_extensions_and_trailers_arrives_whole_and_its_con
         up.conn_of("/chunked"),
         "the connection was kept"
     );
+    // A client that takes trailers gets them, after the last chunk.
+    let raw = common::raw_exchange(
+        veer.http_addr,
+        b"GET /chunked HTTP/1.1\r\nhost: x\r\nte: trailers\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.contains("trailer: x-sum"), "{raw:?}");
+    assert!(raw.ends_with("0\r\nx-sum: 11\r\n\r\n"), "{raw:?}");
 }
 
 #[tokio::test]
@@ -206,7 +214,10 @@ async fn an_answer_delimited_by_the_connection_closing_is_passed_on_whole_and_no
 #[tokio::test]
 async fn head_204_and_304_answers_have_no_body_and_keep_the_connection() {
     let up = Scripted::start(|line| {
-        let answer: &[u8] = if line.starts_with("HEAD") {
+        let answer: &[u8] = if line.starts_with("HEAD /bare") {
+            // No length at all: still no body, and the connection is kept.
+            b"HTTP/1.1 200 OK\r\n\r\n"
+        } else if line.starts_with("HEAD") {
             b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"
         } else if path(line) == "/no-content" {
             b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -227,11 +238,13 @@ async fn head_204_and_304_answers_have_no_body_and_keep_the_connection() {
     assert_eq!((got.status.as_u16(), got.body.as_str()), (204, ""));
     let got = send(&c, veer.http_addr, "GET", "/not-modified", &[]).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (304, ""));
+    let got = send(&c, veer.http_addr, "HEAD", "/bare", &[]).await;
+    assert_eq!((got.status.as_u16(), got.body.as_str()), (200, ""));
     let got = send(&c, veer.http_addr, "GET", "/after", &[]).await;
     assert_eq!(got.body, "after");
     // Had a body been awaited after any of them, the next answer would have been lost in it.
     let conns: Vec<usize> = up.seen().iter().map(|s| s.conn).collect();
-    assert_eq!(conns, [0, 0, 0, 0], "one connection for all four");
+    assert_eq!(conns, [0, 0, 0, 0, 0], "one connection for all five");
 }
 
 #[tokio::test]
@@ -247,6 +260,22 @@ async fn interim_answers_are_skipped_for_the_final_one() {
     let got = request(&client(), veer.http_addr, "POST", "/make", &[], "thing").await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (201, "made"));
     assert_eq!(up.seen()[0].body, b"thing");
+}
+
+#[tokio::test]
+async fn a_post_without_a_body_says_so_with_a_zero_length() {
+    let up = Scripted::start(|_| ok("done")).await;
+    let veer = start_veer(&one_pool(up.addr)).await;
+    // No content-length and no transfer-encoding from the client: a body of zero bytes.
+    let raw = common::raw_exchange(
+        veer.http_addr,
+        b"POST /empty HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.ends_with("done"), "{raw:?}");
+    let head = up.seen()[0].head.to_ascii_lowercase();
+    assert!(head.contains("content-length: 0\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
 }
 
 #[tokio::test]
@@ -337,20 +366,34 @@ async fn answers_that_end_the_connection_are_not_kept() {
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nc"
         } else if path(line) == "/old" {
             b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\no"
+        } else if path(line) == "/gzip" {
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ncontent-length: 100\r\n\r\nz"
         } else if path(line) == "/both" {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 100\r\n\r\n1\r\nb\r\n0\r\n\r\n"
         } else {
             return ok("next");
         };
-        (answer.to_vec(), false)
+        // A body delimited by the end of the connection needs that end.
+        (answer.to_vec(), path(line) == "/gzip")
     })
     .await;
     let veer = start_veer(&one_pool(up.addr)).await;
-    for (path, body) in [("/close", "c"), ("/old", "o"), ("/both", "b")] {
+    for (path, body) in [
+        ("/close", "c"),
+        ("/old", "o"),
+        ("/both", "b"),
+        ("/gzip", "z"),
+    ] {
         let got = get(veer.http_addr, path, &[]).await;
         assert_eq!(
             (got.status.as_u16(), got.body.as_str()),
             (200, body),
+            "{path}"
+        );
+        // A length beside a transfer coding is ignored, and not passed on.
+        assert_ne!(
+            got.headers.get("content-length").map(|v| v.as_bytes()),
+            Some(&b"100"[..]),
             "{path}"
         );
         let next = format!("{path}-next");

@@ -9,14 +9,15 @@ use http::{request, Uri, Version};
 use crate::conn::ConnContext;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Trailer` is not one (RFC 9110 §6.6.2): it names the trailer fields that follow the body,
+/// and an HTTP/1.1 client gets those only when it is passed on.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -43,46 +44,62 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers: the fixed list, `upgrade` unless the exchange is an upgrade,
 /// and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most heads carry no hop-by-hop header at all: one pass over the names (equality of known
-    // names is a tag comparison) finds that, where each removal costs a hash and a probe.
-    let any = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == header::UPGRADE));
-    if !any {
-        return;
-    }
-    let mut listed = headers.get_all(header::CONNECTION).iter();
-    // Clones of the values are reference-counted views: no copy of the bytes.
-    let first = listed.next().cloned();
-    let rest_present = listed.next().is_some();
-    if let Some(value) = first {
-        remove_listed(headers, &value, keep_upgrade);
-    }
-    if rest_present {
-        let values: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        for value in values.iter().skip(1) {
-            remove_listed(headers, value, keep_upgrade);
+    // One pass over the names (equality of known names is a tag comparison) finds which of the
+    // fixed list are there: most heads carry none, or only `Connection`, and each removal costs
+    // a hash and a probe. Bit i: HOP_BY_HOP[i]; the bit after them: `Upgrade`.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if !keep_upgrade && name == header::UPGRADE {
+            present |= 1 << HOP_BY_HOP.len();
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
     }
-    if !keep_upgrade {
+    // HOP_BY_HOP[0] is `Connection`: the names it lists go too.
+    if present & 1 != 0 {
+        let mut listed = headers.get_all(header::CONNECTION).iter();
+        // Clones of the values are reference-counted views: no copy of the bytes.
+        let first = listed.next().cloned();
+        let rest_present = listed.next().is_some();
+        if let Some(value) = first {
+            remove_listed(headers, &value);
+        }
+        if rest_present {
+            let values: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            for value in values.iter().skip(1) {
+                remove_listed(headers, value);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & (1 << HOP_BY_HOP.len()) != 0 {
         headers.remove(header::UPGRADE);
     }
 }
 
-fn remove_listed(headers: &mut HeaderMap, value: &HeaderValue, keep_upgrade: bool) {
+/// Removes the fields a `Connection` value names, but for those the fixed list (and `Upgrade`)
+/// already deal with, `Host` (end to end whatever a client lists) and `close`, which names no
+/// field: each lookup of an absent name costs a hash.
+fn remove_listed(headers: &mut HeaderMap, value: &HeaderValue) {
     for token in value.as_bytes().split(|&b| b == b',') {
         let token = token.trim_ascii();
-        // `Host` is end to end whatever a client lists; `upgrade` is kept for an upgrade.
+        let handled = |name: &str| token.eq_ignore_ascii_case(name.as_bytes());
         if token.is_empty()
-            || token.eq_ignore_ascii_case(b"host")
-            || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade"))
+            || handled("close")
+            || handled("host")
+            || handled("upgrade")
+            || HOP_BY_HOP.iter().any(|h| handled(h.as_str()))
         {
             continue;
         }

@@ -158,6 +158,9 @@ impl Conn {
         let mut written_any = false;
         let mut write_failed = false;
         let mut uploaded = false;
+        // The head is written and flushed: a TLS stream may take every byte and still hold
+        // them in its records until a flush goes through.
+        let mut flushed = false;
         let head_only = parts.method == Method::HEAD;
         let got = poll_fn(|cx| {
             if let (Some(up), false) = (upload.as_mut(), write_failed || uploaded) {
@@ -172,9 +175,9 @@ impl Conn {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 }
-            } else if !write_failed && !self.out.is_empty() {
+            } else if !write_failed && !flushed {
                 match self.poll_drain(cx, &mut written_any) {
-                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Ok(())) => flushed = true,
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(error = %e, "upstream stopped reading the request");
                         write_failed = true;
@@ -182,7 +185,7 @@ impl Conn {
                     Poll::Pending => {}
                 }
             }
-            self.poll_head(cx, upgrade)
+            self.poll_head(cx, upgrade, head_only)
         })
         .await;
         let head = match got {
@@ -201,7 +204,6 @@ impl Conn {
             }
         };
         let ((resp_parts, reusable), read) = head;
-        let read = if head_only { Read::Done } else { read };
         // A finished upload is dropped; after a failed write, what the server did not read
         // leaves the connection in an unknown state: it is not kept.
         let upload = upload.filter(|_| !uploaded && !write_failed).map(Box::new);
@@ -253,6 +255,11 @@ impl Conn {
         let framing = if let Some(n) = length {
             Some(Framing::Length(n))
         } else if body.is_end_stream() {
+            // A method whose request usually has content says that it has none (RFC 9110
+            // §8.6; some servers answer 411 otherwise).
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                buf.extend_from_slice(b"content-length: 0\r\n");
+            }
             None
         } else if let Some(n) = body.size_hint().exact() {
             buf.extend_from_slice(b"content-length: ");
@@ -381,29 +388,34 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         upgrade: bool,
+        head_only: bool,
     ) -> Poll<Result<((http::response::Parts, bool), Read), Error>> {
         let mut received = !self.rbuf.is_empty();
         loop {
             if !self.rbuf.is_empty() {
                 received = true;
-                if let Some(found) = parse_head(&mut self.rbuf)? {
-                    let (mut parts, keep) = found;
-                    let status = parts.status;
+                if let Some(mut head) = parse_head(&mut self.rbuf)? {
+                    let status = head.parts.status;
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         if !upgrade {
                             return Poll::Ready(Err(Error::protocol(
                                 "101 Switching Protocols to a request that asked for no upgrade",
                             )));
                         }
-                        return Poll::Ready(Ok(((parts, false), Read::Upgraded)));
+                        return Poll::Ready(Ok(((head.parts, false), Read::Upgraded)));
                     }
                     if status.is_informational() {
                         // 100 Continue and other interim answers: the final one follows.
                         continue;
                     }
-                    let (read, keepable) = body_framing(&mut parts)?;
-                    let keep = keep && keepable;
-                    return Poll::Ready(Ok(((parts, keep), read)));
+                    // The answer to a `HEAD` has no body, whatever its fields say.
+                    let (read, keepable) = if head_only {
+                        (Read::Done, true)
+                    } else {
+                        body_framing(&mut head)?
+                    };
+                    let keep = head.keep && keepable;
+                    return Poll::Ready(Ok(((head.parts, keep), read)));
                 }
             }
             match std::task::ready!(self.poll_fill(cx)) {
@@ -435,7 +447,7 @@ fn is_reset(e: &io::Error) -> bool {
 
 /// Parses a response head from the front of `buf` and takes it out; `None` while incomplete.
 /// Header values are views of the head's bytes, not copies.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, bool)>, Error> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let len = match parsed.parse(buf) {
@@ -472,11 +484,26 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, bool)
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     let mut keep = version == Version::HTTP_11;
+    let (mut chunked, mut length) = (None, None);
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| Error::protocol("invalid header name"))?;
         let raw = head.slice(vs as usize..ve as usize);
-        if name == header::CONNECTION {
+        // The framing fields are read here, on the way (a comparison of known names is a tag
+        // comparison), rather than looked up in the map afterwards.
+        if name == header::TRANSFER_ENCODING {
+            // The last field's last coding decides.
+            let last = raw.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            length = Some(match (length, parse_length(&raw)) {
+                (Some(Err(why)), _) => Err(why),
+                (_, None) => Err("invalid content-length"),
+                (None, Some(n)) => Ok(n),
+                (Some(Ok(m)), Some(n)) if m == n => Ok(n),
+                (Some(Ok(_)), Some(_)) => Err("conflicting content-length values"),
+            });
+        } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(|t| t.trim_ascii()) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep = false;
@@ -496,59 +523,75 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(http::response::Parts, bool)
     *resp.version_mut() = version;
     *resp.headers_mut() = headers;
     let (parts, ()) = resp.into_parts();
-    Ok(Some((parts, keep)))
+    Ok(Some(Head {
+        parts,
+        keep,
+        chunked,
+        length,
+    }))
+}
+
+/// A parsed response head, with what its framing fields said.
+struct Head {
+    parts: http::response::Parts,
+    /// The connection may serve another request after this answer, as far as the head says.
+    keep: bool,
+    /// Whether the last `transfer-encoding` coding is `chunked`; none without the field.
+    chunked: Option<bool>,
+    /// The `content-length`, or why it is unusable; none without the field.
+    length: Option<Result<u64, &'static str>>,
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3), and whether that framing lets the
 /// connection be kept after it. `HEAD` answers are handled by the caller.
-fn body_framing(parts: &mut http::response::Parts) -> Result<(Read, bool), Error> {
-    let status = parts.status;
+fn body_framing(head: &mut Head) -> Result<(Read, bool), Error> {
+    let status = head.parts.status;
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Read::Done, true));
     }
-    let headers = &mut parts.headers;
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !chunked {
-            return Ok((Read::Eof, false));
+    // Transfer-Encoding in an HTTP/1.0 answer is faulty framing: the connection is not kept
+    // (RFC 9112 §6.1).
+    let old = head.parts.version == Version::HTTP_10;
+    match (head.chunked, head.length) {
+        // Another coding last: the body ends when the connection does; a `content-length`
+        // beside it is ignored and dropped (RFC 9112 §6.3).
+        (Some(false), length) => {
+            if length.is_some() {
+                head.parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            Ok((Read::Eof, false))
         }
         // With a `content-length` beside it, the length is ignored (RFC 9112 §6.3) and dropped,
         // so that the client is not told it either; the connection is not kept, as the framing
         // is in doubt.
-        let keepable = headers.remove(header::CONTENT_LENGTH).is_none();
-        return Ok((Read::Chunked(Chunk::Size), keepable));
-    }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    match lengths.next() {
-        None => Ok((Read::Eof, false)),
-        Some(first) => {
-            let n = parse_length(first.as_bytes())
-                .ok_or_else(|| Error::protocol("invalid content-length"))?;
-            if lengths.any(|other| parse_length(other.as_bytes()) != Some(n)) {
-                return Err(Error::protocol("conflicting content-length values"));
-            }
-            Ok((if n == 0 { Read::Done } else { Read::Length(n) }, true))
+        (Some(true), Some(_)) => {
+            head.parts.headers.remove(header::CONTENT_LENGTH);
+            Ok((Read::Chunked(Chunk::Size), false))
         }
+        (Some(true), None) => Ok((Read::Chunked(Chunk::Size), !old)),
+        (None, None) => Ok((Read::Eof, false)),
+        (None, Some(Err(why))) => Err(Error::protocol(why)),
+        (None, Some(Ok(0))) => Ok((Read::Done, true)),
+        (None, Some(Ok(n))) => Ok((Read::Length(n), true)),
     }
 }
 
-/// A `content-length` value: digits only (a list of equal values, as some servers send, too).
+/// A `content-length` value: digits only (a list of equal values, as some servers send, too),
+/// leading zeros allowed, too large for 64 bits refused.
 fn parse_length(value: &[u8]) -> Option<u64> {
     let mut found = None;
     for part in value.split(|&b| b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+        if part.is_empty() {
             return None;
         }
-        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let mut n = 0u64;
+        for &d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
         if found.is_some_and(|f| f != n) {
             return None;
         }
