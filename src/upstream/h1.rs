@@ -482,7 +482,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         );
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for two more: the response side may add `set-cookie` (sticky) and `x-veer-pool`,
+    // and a full map grows (reallocates and rehashes) on the next insert.
+    let mut headers = HeaderMap::with_capacity(count + 2);
     let mut keep = version == Version::HTTP_11;
     let (mut chunked, mut length) = (None, None);
     for &(ns, ne, vs, ve) in &spans[..count] {
