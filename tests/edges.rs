@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, get, raw_exchange, send, start_veer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{client, get, raw_exchange, read_more, send, start_veer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// An upstream that answers the first request on each connection with keep-alive, then reads
@@ -69,7 +69,7 @@ impl Racing {
 }
 
 /// Reads one request head (and a body announced by `content-length`); its request line. None
-/// when the peer closes (or nothing comes for 10 s).
+/// when the peer closes (or nothing comes within `IO_TIMEOUT`).
 async fn read_head(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let end = loop {
@@ -91,20 +91,6 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
         read_more(stream, &mut buf).await?;
     }
     head.lines().next().map(str::to_string)
-}
-
-/// Appends what the peer sends next; None when it closes (or sends nothing for 10 s).
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-        .await
-        .ok()?
-        .ok()?;
-    if n == 0 {
-        return None;
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Some(())
 }
 
 fn one_pool(server: SocketAddr) -> String {
@@ -194,7 +180,7 @@ async fn a_kept_connection_idle_past_upstream_idle_timeout_is_closed() {
     );
     let veer = start_veer(&config).await;
     assert_eq!(get(veer.http_addr, "/", &[]).await.status, 200);
-    // The upstream would wait 10 s for the next request; veer closes the kept connection first.
+    // The upstream would wait `IO_TIMEOUT` for another request; veer closes the kept one first.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while up.closed_by_veer.load(Ordering::SeqCst) == 0 {
         assert!(

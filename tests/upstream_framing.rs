@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use common::{client, get, request, send, start_veer, within, IO_TIMEOUT};
+use common::{client, get, read_more, request, send, start_veer, within, IO_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -117,19 +117,6 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Stri
     let body = buf[end..body_end].to_vec();
     buf.drain(..body_end);
     Some((head, body))
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 4096];
-    let n = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut chunk))
-        .await
-        .ok()?
-        .ok()?;
-    if n == 0 {
-        return None;
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Some(())
 }
 
 /// The path of a request line.

@@ -241,17 +241,9 @@ impl Conn {
             if name == header::CONTENT_LENGTH {
                 length = parse_length(value.as_bytes());
             }
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
+            put_field(buf, name, value);
         }
-        added.each(&mut |name, value| {
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        });
+        added.each(&mut |name, value| put_field(buf, name, value));
         let framing = if let Some(n) = length {
             Some(Framing::Length(n))
         } else if body.is_end_stream() {
@@ -336,7 +328,9 @@ impl Conn {
                         {
                             let buf = &mut self.out.buf;
                             buf.extend_from_slice(b"0\r\n");
-                            encode_fields(buf, &trailers);
+                            for (name, value) in &trailers {
+                                put_field(buf, name, value);
+                            }
                             buf.extend_from_slice(b"\r\n");
                             up.framing = Framing::Length(0);
                             up.body = ReqBody::Empty;
@@ -602,13 +596,12 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     found
 }
 
-fn encode_fields(buf: &mut Vec<u8>, fields: &HeaderMap) {
-    for (name, value) in fields {
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
+/// One `name: value` line.
+fn put_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    buf.extend_from_slice(name.as_str().as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(b"\r\n");
 }
 
 fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {

@@ -204,3 +204,18 @@ pub async fn read_until_closed(
 pub async fn closes_within(s: &mut (impl tokio::io::AsyncRead + Unpin), within: Duration) -> bool {
     read_until_closed(s, within).await.is_some()
 }
+
+/// Appends what the peer sends next to `buf`; None when it closes, fails, or sends nothing for
+/// `IO_TIMEOUT`. For servers written byte by byte in tests.
+pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(IO_TIMEOUT, stream.read(&mut chunk))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
