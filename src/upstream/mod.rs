@@ -1,6 +1,7 @@
-//! Connections to servers: opening them (`connect`, with `connect_timeout`), keeping HTTP/1.1
-//! keep-alive connections for reuse (`pool`), and the body type sent upstream. Knows nothing of
-//! routes, weights or health: the proxy says which server, this room says how to reach it.
+//! Connections to servers: opening them (`connect`, with `connect_timeout`), speaking HTTP/1.1
+//! on them (`h1`), keeping keep-alive connections for reuse (`pool`), and the body type sent
+//! upstream. Knows nothing of routes, weights or health: the proxy says which server, this room
+//! says how to reach it.
 
 pub mod connect;
 pub mod h1;
