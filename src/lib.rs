@@ -16,6 +16,7 @@ pub mod ctl;
 pub mod demo;
 pub mod handover;
 pub mod health;
+pub mod http1;
 pub mod kept;
 pub mod lanes;
 pub mod metrics;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::conn::ClientBody;
 use http::{request, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -253,32 +253,32 @@ pub fn start(
     snap: &Arc<Snapshot>,
     decision: &Decision,
     parts: &request::Parts,
-    body: Incoming,
+    body: ClientBody,
     ctx: &ConnContext,
     upgrading: bool,
 ) -> (ReqBody, Option<Primary>) {
     let route = snap.table.route(decision.route);
     let (Some(lane), Some(mirror)) = (snap.mirrors.get(decision.route), route.mirror.as_ref())
     else {
-        return (ReqBody::Incoming(body), None);
+        return (ReqBody::Client(body), None);
     };
     // A tunnel cannot be copied; a declared length over the limit is known before any byte.
     if upgrading || body.size_hint().lower() > mirror.max_body {
         lane.count(Fate::Skipped);
-        return (ReqBody::Incoming(body), None);
+        return (ReqBody::Client(body), None);
     }
     let Some(flight) = lane.try_begin(mirror.max_in_flight) else {
         lane.count(Fate::Dropped);
-        return (ReqBody::Incoming(body), None);
+        return (ReqBody::Client(body), None);
     };
     let Some((pool, server)) =
         route::mirror_target(&snap.table, decision.route, rand::random(), &snap.slots)
     else {
         lane.count(Fate::Failed);
-        return (ReqBody::Incoming(body), None);
+        return (ReqBody::Client(body), None);
     };
     let (primary_body, copy_body, feed) = if body.is_end_stream() {
-        (ReqBody::Incoming(body), ReqBody::Empty, None)
+        (ReqBody::Client(body), ReqBody::Empty, None)
     } else {
         let (tee, copy) = tee(body, mirror.max_body, Arc::clone(lane));
         let state = Arc::clone(&copy.state);

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use crate::conn::ClientBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::{Fate, MirrorLane, FEED_CHUNKS};
@@ -43,7 +43,7 @@ impl FeedState {
 
 /// Splits a client's body into the primary's (the same body, each chunk also handed on) and the
 /// copy's.
-pub(super) fn tee(body: Incoming, max_body: u64, lane: Arc<MirrorLane>) -> (Tee, CopyBody) {
+pub(super) fn tee(body: ClientBody, max_body: u64, lane: Arc<MirrorLane>) -> (Tee, CopyBody) {
     let (tx, rx) = mpsc::channel(FEED_CHUNKS);
     let state = Arc::new(FeedState {
         lane,
@@ -70,7 +70,7 @@ pub(super) fn tee(body: Incoming, max_body: u64, lane: Arc<MirrorLane>) -> (Tee,
 /// bytes) without ever waiting for it.
 #[derive(Debug)]
 pub struct Tee {
-    body: Incoming,
+    body: ClientBody,
     /// `None` once the copy has all it gets.
     feed: Option<Feed>,
 }
@@ -118,12 +118,12 @@ impl Tee {
 
 impl Body for Tee {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = ready!(Pin::new(&mut this.body).poll_frame(cx));
         match &polled {

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::{request, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use crate::conn::ConnContext;
@@ -17,6 +16,7 @@ use crate::proxy::error::{self, ProxyError};
 use crate::proxy::{headers, upgrade};
 use crate::route::table::{ProxySettings, Target};
 use crate::route::{self, Decision, ServerId};
+use crate::server::h1::ClientUpgrade;
 use crate::state::Snapshot;
 use crate::upstream::h1::{self, RespStream};
 use crate::upstream::pool::ServerConns;
@@ -28,7 +28,7 @@ pub struct Outbound {
     /// The client's body, teed when the request is mirrored.
     pub body: ReqBody,
     /// Set for an HTTP/1.1 `Upgrade` request: the client side of the switch.
-    pub client_upgrade: Option<OnUpgrade>,
+    pub client_upgrade: Option<ClientUpgrade>,
     /// Where the access log line of an upgraded exchange arrives, for the tunnel to finish.
     pub tunnel_log: Option<tokio::sync::oneshot::Receiver<Box<crate::proxy::access::AccessRecord>>>,
 }

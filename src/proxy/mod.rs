@@ -12,4 +12,4 @@ pub mod upgrade;
 
 pub use body::RespBody;
 pub use error::ProxyError;
-pub use service::ProxyService;
+pub use service::{handle, ProxyService};

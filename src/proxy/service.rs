@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::conn::ConnContext;
+use crate::conn::{ClientBody, ConnContext};
 use crate::mirror;
 use crate::proxy::access::AccessRecord;
 use crate::proxy::body::RespBody;
@@ -18,6 +18,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::headers;
 use crate::route::{self, Refusal, RequestView};
+use crate::server::h1::ClientUpgrade;
 use crate::state::{Snapshot, State};
 use crate::upstream::ReqBody;
 
@@ -41,21 +42,23 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let state = Arc::clone(&self.state);
         let ctx = Arc::clone(&self.ctx);
-        Box::pin(async move { Ok(handle(&state, &ctx, req).await) })
+        Box::pin(async move { Ok(handle(&state, &ctx, req.map(ClientBody::H2), None).await) })
     }
 }
 
-async fn handle(
+/// Serves one request, whichever protocol its connection speaks: the answer, with its body to
+/// stream. `client_upgrade`: the request asks to switch protocols (HTTP/1.1), and this is its
+/// connection's side of the switch.
+pub async fn handle(
     state: &State,
     ctx: &Arc<ConnContext>,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
+    client_upgrade: Option<ClientUpgrade>,
 ) -> Response<RespBody> {
     // The one clock read of the request's start: its timeout, first attempt, stats and log.
     let started = tokio::time::Instant::now();
     let guard = ctx.activity.begin();
     let snap = state.snapshot();
-    let client_upgrade =
-        headers::is_upgrade(req.version(), req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let (host, host_ok) = request_host(&parts);
     let mut access = state.access_log().then(|| {
@@ -85,7 +88,7 @@ async fn handle(
                 let upgrading = client_upgrade.is_some();
                 mirror::start(&snap, &decision, &parts, body, ctx, upgrading)
             } else {
-                (ReqBody::Incoming(body), None)
+                (ReqBody::Client(body), None)
             };
             let body = match &mut access {
                 Some(access) => {

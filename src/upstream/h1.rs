@@ -16,23 +16,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::pool::ServerConns;
 use super::{BodyError, Io, ReqBody};
-
-/// Most header fields a response head may carry (hyper's default too).
-const MAX_HEADERS: usize = 100;
-/// Largest response head (or trailer section) accepted; a larger one is a protocol error.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Room made in the read buffer before each read.
-const READ_SPACE: usize = 16 * 1024;
-/// Longest chunk-size line (with extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
+use crate::http1::{
+    self, itoa, parse_length, put_field, step_chunked, Chunk, Out, Step, Upgraded, MAX_HEAD,
+    MAX_HEADERS,
+};
 
 /// Header fields written after a request's own, without going through its map.
 pub trait Fields: Sync {
@@ -85,20 +79,6 @@ pub struct Conn {
     io: Io,
     rbuf: BytesMut,
     out: Out,
-}
-
-/// What is still to be written: bytes framed in `buf` (from `pos`), then `data`.
-#[derive(Debug, Default)]
-struct Out {
-    buf: Vec<u8>,
-    pos: usize,
-    data: Bytes,
-}
-
-impl Out {
-    fn is_empty(&self) -> bool {
-        self.pos == self.buf.len() && self.data.is_empty()
-    }
 }
 
 /// How a body is framed.
@@ -287,7 +267,7 @@ impl Conn {
             match frame {
                 None => match up.framing {
                     Framing::Chunked => {
-                        self.out.buf.extend_from_slice(b"0\r\n\r\n");
+                        self.out.put_last_chunk(None);
                         up.framing = Framing::Length(0);
                         up.body = ReqBody::Empty;
                     }
@@ -302,13 +282,7 @@ impl Conn {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) => match &mut up.framing {
-                        Framing::Chunked => {
-                            let buf = &mut self.out.buf;
-                            buf.extend_from_slice(hex(data.len(), &mut [0; 16]));
-                            buf.extend_from_slice(b"\r\n");
-                            buf.extend_from_slice(&data);
-                            buf.extend_from_slice(b"\r\n");
-                        }
+                        Framing::Chunked => self.out.put_chunk(&data),
                         Framing::Length(left) => {
                             let len = data.len() as u64;
                             if len > *left {
@@ -326,12 +300,7 @@ impl Conn {
                         if let (Framing::Chunked, Ok(trailers)) =
                             (up.framing, frame.into_trailers())
                         {
-                            let buf = &mut self.out.buf;
-                            buf.extend_from_slice(b"0\r\n");
-                            for (name, value) in &trailers {
-                                put_field(buf, name, value);
-                            }
-                            buf.extend_from_slice(b"\r\n");
+                            self.out.put_last_chunk(Some(&trailers));
                             up.framing = Framing::Length(0);
                             up.body = ReqBody::Empty;
                         }
@@ -341,38 +310,14 @@ impl Conn {
         }
     }
 
-    /// Writes everything buffered (one vectored write for framing and data when it can).
+    /// Writes everything buffered.
     fn poll_drain(&mut self, cx: &mut Context<'_>, written_any: &mut bool) -> Poll<io::Result<()>> {
-        let out = &mut self.out;
-        while !out.is_empty() {
-            let framed = &out.buf[out.pos..];
-            let n = if framed.is_empty() {
-                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &out.data))?
-            } else if out.data.is_empty() {
-                std::task::ready!(Pin::new(&mut self.io).poll_write(cx, framed))?
-            } else {
-                let bufs = [io::IoSlice::new(framed), io::IoSlice::new(&out.data)];
-                std::task::ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &bufs))?
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            *written_any = true;
-            let from_framed = n.min(framed.len());
-            out.pos += from_framed;
-            out.data.advance(n - from_framed);
-            if out.pos == out.buf.len() {
-                out.buf.clear();
-                out.pos = 0;
-            }
-        }
-        Pin::new(&mut self.io).poll_flush(cx)
+        self.out.poll_write_to(&mut self.io, cx, written_any)
     }
 
     /// Reads more from the server into the read buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.rbuf.reserve(READ_SPACE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+        http1::poll_read_into(&mut self.io, cx, &mut self.rbuf)
     }
 
     /// Reads until a final response head (skipping `1xx` ones) is parsed: the head, whether the
@@ -572,62 +517,6 @@ fn body_framing(head: &mut Head) -> Result<(Read, bool), Error> {
     }
 }
 
-/// A `content-length` value: digits only (a list of equal values, as some servers send, too),
-/// leading zeros allowed, too large for 64 bits refused.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let mut found = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() {
-            return None;
-        }
-        let mut n = 0u64;
-        for &d in part {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-        }
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
-}
-
-/// One `name: value` line.
-fn put_field(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    buf.extend_from_slice(name.as_str().as_bytes());
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value.as_bytes());
-    buf.extend_from_slice(b"\r\n");
-}
-
-fn itoa(mut n: u64, out: &mut [u8; 20]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
-fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b"0123456789ABCDEF"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            return &out[i..];
-        }
-    }
-}
-
 /// Where reading a response body stands.
 #[derive(Debug)]
 enum Read {
@@ -638,14 +527,6 @@ enum Read {
     Done,
     /// A `101` answer: the connection now belongs to the tunnel.
     Upgraded,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
 }
 
 /// A response body as it comes from the server. Also carries an upload that the server
@@ -669,14 +550,11 @@ impl RespStream {
     }
 
     /// The connection after a `101` answer, with whatever the server sent past the head.
-    pub fn into_upgraded(mut self) -> Option<Upgraded> {
+    pub fn into_upgraded(mut self) -> Option<Upgraded<Io>> {
         match (&self.read, self.conn.take()) {
             (Read::Upgraded, Some(conn)) => {
                 let conn = *conn;
-                Some(Upgraded {
-                    io: conn.io,
-                    early: conn.rbuf.freeze(),
-                })
+                Some(Upgraded::new(conn.io, conn.rbuf.freeze()))
             }
             _ => None,
         }
@@ -724,21 +602,23 @@ impl RespStream {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                Read::Chunked(chunk) => match step_chunked(chunk, &mut conn.rbuf)? {
-                    Step::Data(data) => {
-                        self.settle();
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                Read::Chunked(chunk) => {
+                    match step_chunked(chunk, &mut conn.rbuf).map_err(Error::protocol)? {
+                        Step::Data(data) => {
+                            self.settle();
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Step::Trailers(fields) => {
+                            self.finish();
+                            return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                        }
+                        Step::End => {
+                            self.finish();
+                            return Poll::Ready(None);
+                        }
+                        Step::More => {}
                     }
-                    Step::Trailers(fields) => {
-                        self.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
-                    }
-                    Step::End => {
-                        self.finish();
-                        return Poll::Ready(None);
-                    }
-                    Step::More => {}
-                },
+                }
             }
             match std::task::ready!(conn.poll_fill(cx)) {
                 Ok(0) => {
@@ -760,113 +640,9 @@ impl RespStream {
     /// without waiting for another poll. Never takes data or trailers: those are the next
     /// poll's.
     fn settle(&mut self) {
-        let (Some(conn), Read::Chunked(chunk)) = (self.conn.as_mut(), &mut self.read) else {
-            return;
-        };
-        let buf = &mut conn.rbuf;
-        loop {
-            match *chunk {
-                Chunk::DataEnd if buf.starts_with(b"\r\n") => {
-                    buf.advance(2);
-                    *chunk = Chunk::Size;
-                }
-                Chunk::Size => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, 0))) => {
-                        buf.advance(used);
-                        *chunk = Chunk::Trailers;
-                    }
-                    _ => return,
-                },
-                Chunk::Trailers if buf.starts_with(b"\r\n") => {
-                    buf.advance(2);
-                    self.finish();
-                    return;
-                }
-                _ => return,
-            }
-        }
-    }
-}
-
-enum Step {
-    Data(Bytes),
-    Trailers(HeaderMap),
-    End,
-    /// More bytes are needed.
-    More,
-}
-
-/// Advances a chunked body over the bytes buffered. Returns data, the trailer section, the end,
-/// or a need for more bytes.
-fn step_chunked(chunk: &mut Chunk, buf: &mut BytesMut) -> Result<Step, Error> {
-    loop {
-        match *chunk {
-            Chunk::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    buf.advance(used);
-                    *chunk = if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                    return Err(Error::protocol("chunk size line too long"))
-                }
-                Ok(httparse::Status::Partial) => return Ok(Step::More),
-                Err(_) => return Err(Error::protocol("invalid chunk size")),
-            },
-            Chunk::Data(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let take = left.min(buf.len() as u64);
-                let data = buf.split_to(take as usize).freeze();
-                *chunk = if take == left {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left - take)
-                };
-                return Ok(Step::Data(data));
-            }
-            Chunk::DataEnd => {
-                if buf.len() < 2 {
-                    return Ok(Step::More);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(Error::protocol("chunk data not followed by CRLF"));
-                }
-                buf.advance(2);
-                *chunk = Chunk::Size;
-            }
-            Chunk::Trailers => {
-                if buf.len() < 2 {
-                    return Ok(Step::More);
-                }
-                if &buf[..2] == b"\r\n" {
-                    buf.advance(2);
-                    return Ok(Step::End);
-                }
-                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                return match httparse::parse_headers(buf, &mut fields) {
-                    Ok(httparse::Status::Complete((used, fields))) => {
-                        let mut map = HeaderMap::with_capacity(fields.len());
-                        for field in fields {
-                            let name = HeaderName::from_bytes(field.name.as_bytes());
-                            let value = HeaderValue::from_bytes(field.value);
-                            if let (Ok(name), Ok(value)) = (name, value) {
-                                map.append(name, value);
-                            }
-                        }
-                        buf.advance(used);
-                        Ok(Step::Trailers(map))
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                        Err(Error::protocol("trailer section too large"))
-                    }
-                    Ok(httparse::Status::Partial) => Ok(Step::More),
-                    Err(e) => Err(Error::protocol(e)),
-                };
+        if let (Some(conn), Read::Chunked(chunk)) = (self.conn.as_mut(), &mut self.read) {
+            if http1::settle_chunked(chunk, &mut conn.rbuf) {
+                self.finish();
             }
         }
     }
@@ -918,59 +694,5 @@ impl Body for RespStream {
             Read::Done | Read::Upgraded => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-/// A connection taken over after `101 Switching Protocols`: what the server sent right after the
-/// head is read first.
-#[derive(Debug)]
-pub struct Upgraded {
-    io: Io,
-    early: Bytes,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.early.is_empty() {
-            let n = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 pub use connect::{connect, ConnectError, Io, Scheme};
 pub use h1::Conn;
@@ -26,7 +25,8 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub enum ReqBody {
     Empty,
-    Incoming(Incoming),
+    /// The client's body, streamed as it arrives.
+    Client(crate::conn::ClientBody),
     /// The client's body, each chunk also handed to a mirrored copy.
     Teed(crate::mirror::Tee),
     /// A mirrored copy's body, fed by the primary's `Teed`.
@@ -45,8 +45,8 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            ReqBody::Teed(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ReqBody::Client(body) => Pin::new(body).poll_frame(cx),
+            ReqBody::Teed(body) => Pin::new(body).poll_frame(cx),
             ReqBody::Copy(body) => Pin::new(body).poll_frame(cx),
             ReqBody::Counted(body, count) => {
                 let polled = Pin::new(&mut **body).poll_frame(cx);
@@ -63,7 +63,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
-            ReqBody::Incoming(body) => body.is_end_stream(),
+            ReqBody::Client(body) => body.is_end_stream(),
             ReqBody::Teed(body) => body.is_end_stream(),
             ReqBody::Copy(body) => body.is_end_stream(),
             ReqBody::Counted(body, _) => body.is_end_stream(),
@@ -73,7 +73,7 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Incoming(body) => body.size_hint(),
+            ReqBody::Client(body) => body.size_hint(),
             ReqBody::Teed(body) => body.size_hint(),
             ReqBody::Copy(body) => body.size_hint(),
             ReqBody::Counted(body, _) => body.size_hint(),

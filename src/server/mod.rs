@@ -1,6 +1,9 @@
 //! Listeners and client connections: `SO_REUSEPORT` binding, the accept loop, the connection
 //! limit, each connection's idle and header-read watchdog, and the graceful drain on shutdown.
-//! Knows nothing of routing: each connection is handed to `proxy::ProxyService`.
+//! HTTP/1.1 is served by veer's own server (`h1`), HTTP/2 (prior knowledge, or `h2` by ALPN) by
+//! hyper's. Knows nothing of routing: each request goes to `proxy::handle`.
+
+pub mod h1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -23,16 +27,17 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
+use crate::http1::Upgraded;
 use crate::proxy::{ProxyError, ProxyService, RespBody};
 use crate::state::State;
 use crate::telemetry::Throttled;
-use crate::upstream::Io;
+use crate::upstream::{BodyError, Io};
 
 /// While draining, how often a connection whose first request has not begun looks again.
 const FIRST_REQUEST_POLL: Duration = Duration::from_millis(5);
 
 /// The largest request head accepted; a bigger one is answered `431`.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = crate::http1::MAX_HEAD;
 
 /// Binds a listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`, so that a new veer process
 /// can bind the same port while the old one drains.
@@ -102,24 +107,94 @@ pub async fn serve(
 
 #[derive(Clone)]
 struct Builders {
-    normal: Arc<auto::Builder<TokioExecutor>>,
+    h2: Arc<http2::Builder<TokioExecutor>>,
     refusing: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl Builders {
     fn new() -> Self {
-        let mut normal = auto::Builder::new(TokioExecutor::new());
-        normal
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.max_concurrent_streams(256);
+        let mut refusing = auto::Builder::new(TokioExecutor::new());
+        refusing
             .http1()
             .header_read_timeout(None)
             .max_buf_size(MAX_HEAD_BYTES)
-            .keep_alive(true);
-        normal.http2().max_concurrent_streams(256);
-        let mut refusing = auto::Builder::new(TokioExecutor::new());
-        refusing.http1().header_read_timeout(None).keep_alive(false);
+            .keep_alive(false);
         Self {
-            normal: Arc::new(normal),
+            h2: Arc::new(h2),
             refusing: Arc::new(refusing),
+        }
+    }
+}
+
+/// A client connection being served: HTTP/1.1 by veer's server (which hands a client that
+/// opens with the HTTP/2 preface over), or HTTP/2 by hyper's.
+enum Serving {
+    H1 {
+        conn: Pin<Box<dyn Future<Output = Result<h1::Served, BodyError>> + Send>>,
+        drain: Arc<AtomicBool>,
+        h2: Arc<http2::Builder<TokioExecutor>>,
+        service: ProxyService,
+    },
+    H2(Pin<Box<H2Conn>>),
+}
+
+type H2Conn = http2::Connection<TokioIo<Upgraded<WatchedIo<Io>>>, ProxyService, TokioExecutor>;
+
+impl Serving {
+    fn new(
+        io: WatchedIo<Io>,
+        state: Arc<State>,
+        ctx: Arc<ConnContext>,
+        builders: &Builders,
+    ) -> Self {
+        // A client that chose `h2` by ALPN opens with the preface like one with prior knowledge.
+        let service = ProxyService::new(Arc::clone(&state), Arc::clone(&ctx));
+        let drain = Arc::new(AtomicBool::new(false));
+        Serving::H1 {
+            conn: Box::pin(h1::serve(io, state, ctx, Arc::clone(&drain))),
+            drain,
+            h2: Arc::clone(&builders.h2),
+            service,
+        }
+    }
+
+    /// Ends the connection once the requests in hand are answered.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Serving::H1 { drain, .. } => drain.store(true, Ordering::Relaxed),
+            Serving::H2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl Future for Serving {
+    type Output = Result<(), BodyError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = &mut *self;
+            match this {
+                Serving::H1 {
+                    conn,
+                    drain,
+                    h2,
+                    service,
+                } => match std::task::ready!(conn.as_mut().poll(cx)) {
+                    Ok(h1::Served::Closed) => return Poll::Ready(Ok(())),
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(h1::Served::H2 { io, read }) => {
+                        let io = TokioIo::new(Upgraded::new(io, read));
+                        let mut conn = Box::pin(h2.serve_connection(io, service.clone()));
+                        if drain.load(Ordering::Relaxed) {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        *this = Serving::H2(conn);
+                    }
+                },
+                Serving::H2(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
+            }
         }
     }
 }
@@ -179,8 +254,9 @@ impl Conn {
             return;
         };
         let ctx = Arc::new(ConnContext::new(peer, stream.scheme()).holding(hold));
-        let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&ctx.activity)));
+        let io = WatchedIo::new(stream, Arc::clone(&ctx.activity));
         if over {
+            let io = TokioIo::new(io);
             // One answer, then close; a client that sends nothing is not waited on for longer
             // than a request head may take.
             let refuse = service_fn(|_: Request<Incoming>| async {
@@ -195,9 +271,7 @@ impl Conn {
             header: settings.header_read_timeout,
             stall: settings.request_timeout.max(settings.idle_timeout),
         };
-        let service = ProxyService::new(Arc::clone(&state), Arc::clone(&ctx));
-        let conn = builders.normal.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
+        let mut conn = Serving::new(io, Arc::clone(&state), Arc::clone(&ctx), &builders);
         let opened = Instant::now();
         let mut check_at = opened + settings.idle_timeout.min(settings.header_read_timeout);
         let mut draining = *shutdown.borrow();
@@ -209,7 +283,7 @@ impl Conn {
         let mut shut = false;
         loop {
             if draining && !shut && ctx.activity.started_any() {
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 shut = true;
             }
             let wake = if draining && !shut {
@@ -225,7 +299,7 @@ impl Conn {
                     _ = tokio::time::sleep_until(wake) => Watch::Timer,
                 }
             };
-            match Beside::new(conn.as_mut(), watch).await {
+            match Beside::new(&mut conn, watch).await {
                 Either::Main(res) => {
                     if let Err(e) = res {
                         tracing::debug!(client = %peer, error = %e, "client connection ended");

@@ -1,0 +1,270 @@
+//! How veer's HTTP/1.1 server reads its clients and frames what it answers them: pipelined
+//! requests, `Expect: 100-continue`, HTTP/1.0 clients (kept alive only when they ask, bodies of
+//! unknown length delimited by the close), chunked uploads, heads whose body framing is
+//! ambiguous (refused before anything is forwarded), a small body the answer did not need, and
+//! a head that is not HTTP at all.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::requests::{connect, full, Body};
+use common::{one_pool, raw_exchange, read_more, start_veer, Upstream};
+use http::Response;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// An upstream that answers each request with its path.
+async fn path_echo() -> Upstream {
+    Upstream::with(Arc::new(|req| {
+        let path = req.uri().path().to_string();
+        Box::pin(async move { Response::new(full(path)) })
+    }))
+    .await
+}
+
+/// Reads one response from `stream` (`buf` keeps what came past it): its head and its body,
+/// framed by `content-length`, by chunks (decoded), or by the close. `None` when the connection
+/// closes before a whole head, or nothing comes for `IO_TIMEOUT`.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        read_more(stream, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let field = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    buf.drain(..end);
+    if head.starts_with("HTTP/1.1 1") {
+        return Some((head, Vec::new()));
+    }
+    if field("transfer-encoding").as_deref() == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(at) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                read_more(stream, buf).await?;
+            };
+            let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+            while buf.len() < line_end + 2 + size + 2 {
+                read_more(stream, buf).await?;
+            }
+            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            buf.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                return Some((head, body));
+            }
+        }
+    }
+    match field("content-length") {
+        Some(length) => {
+            let length: usize = length.parse().ok()?;
+            while buf.len() < length {
+                read_more(stream, buf).await?;
+            }
+            Some((head, buf.drain(..length).collect()))
+        }
+        None => {
+            while read_more(stream, buf).await.is_some() {}
+            Some((head, std::mem::take(buf)))
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let up = path_echo().await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let mut s = connect(veer.http_addr).await;
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /b HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /c HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    for path in ["/a", "/b", "/c"] {
+        let (head, body) = read_response(&mut s, &mut buf).await.expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, path.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_its_interim_answer_before_the_body_is_sent() {
+    let up = Upstream::echo().await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let mut s = connect(veer.http_addr).await;
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (interim, _) = read_response(&mut s, &mut buf)
+        .await
+        .expect("100 Continue before the body");
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let (head, body) = read_response(&mut s, &mut buf).await.expect("the answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+}
+
+#[tokio::test]
+async fn http10_clients_are_kept_alive_only_when_they_ask() {
+    let up = path_echo().await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+
+    // Without `keep-alive`: one answer, then the close.
+    let raw = raw_exchange(veer.http_addr, b"GET /once HTTP/1.0\r\nhost: x\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("\r\nconnection: close\r\n"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\n/once"), "{raw}");
+
+    // With it: told so, and the connection serves the next request.
+    let mut s = connect(veer.http_addr).await;
+    let mut buf = Vec::new();
+    for path in ["/first", "/second"] {
+        let request = format!("GET {path} HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut s, &mut buf).await.expect("an answer");
+        assert!(head.contains("\r\nconnection: keep-alive\r\n"), "{head}");
+        assert_eq!(body, path.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn an_http10_client_gets_a_body_of_unknown_length_delimited_by_the_close() {
+    let up = Upstream::with(Arc::new(|_req| {
+        Box::pin(async move {
+            let parts = ["part one, ", "part two"]
+                .map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
+            let body: Body = StreamBody::new(futures_util::stream::iter(parts)).boxed();
+            Response::new(body)
+        })
+    }))
+    .await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let raw = raw_exchange(veer.http_addr, b"GET / HTTP/1.0\r\nhost: x\r\n\r\n").await;
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "part one, part two");
+
+    // An HTTP/1.1 client gets the same body in chunks, on a kept connection.
+    let mut s = connect(veer.http_addr).await;
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut s, &mut buf).await.expect("an answer");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"part one, part two");
+}
+
+#[tokio::test]
+async fn a_chunked_upload_reaches_the_upstream_whole() {
+    let up = Upstream::echo().await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let mut s = connect(veer.http_addr).await;
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut s, &mut buf).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello world");
+    // The framing was read to its end: the connection goes on.
+    s.write_all(b"GET /next HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, &mut buf)
+        .await
+        .expect("the next answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn a_head_whose_body_framing_is_ambiguous_is_400_and_never_forwarded() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let heads: [&[u8]; 5] = [
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3x\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for head in heads {
+        let raw = raw_exchange(veer.http_addr, head).await;
+        assert!(
+            raw.starts_with("HTTP/1.1 400"),
+            "{:?}: {raw:?}",
+            String::from_utf8_lossy(head)
+        );
+        assert!(raw.contains("connection: close"), "{raw:?}");
+    }
+    assert_eq!(up.hits(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn a_small_body_the_answer_did_not_need_is_skipped_and_the_connection_kept() {
+    let up = Upstream::named("app").await;
+    let config = format!(
+        "[pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\npath_prefix = \"/app\"\nsplit = {{ app = 1 }}\n",
+        up.addr
+    );
+    let veer = start_veer(&config).await;
+    let mut s = connect(veer.http_addr).await;
+    // No route: answered 404 without the body being read.
+    s.write_all(b"POST /elsewhere HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\nhello world")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, _) = read_response(&mut s, &mut buf).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    s.write_all(b"GET /app HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s, &mut buf)
+        .await
+        .expect("the next request is served on the same connection");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"app\n");
+}
+
+#[tokio::test]
+async fn a_client_that_is_not_speaking_http_gets_400_and_the_listener_serves_on() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let raw = raw_exchange(veer.http_addr, b"HELLO\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
+    let raw = raw_exchange(veer.http_addr, b"GET / HTTP/2.0\r\nhost: x\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
+    let addr: SocketAddr = veer.http_addr;
+    let raw = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+}
