@@ -90,6 +90,13 @@ pub struct Activity {
     /// The client speaks HTTP/2: its frames (PING, SETTINGS) are not request heads, so only the
     /// idle timeout applies.
     h2: AtomicBool,
+    /// By when the HTTP/1.1 request in flight must have its response head (`request_timeout`),
+    /// kept by the watchdog instead of a timer per request; 0 = none.
+    head_by: AtomicU64,
+    /// The watchdog found `head_by` passed: the request gives up.
+    expired: AtomicBool,
+    /// The latest the watchdog looks next: a deadline before it needs a timer of its own.
+    next_look: AtomicU64,
 }
 
 impl Default for Activity {
@@ -102,6 +109,9 @@ impl Default for Activity {
             head_started: AtomicU64::new(1),
             last_io: AtomicU64::new(1),
             h2: AtomicBool::new(false),
+            head_by: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
+            next_look: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -162,6 +172,36 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// Hands the response-head deadline of the HTTP/1.1 request in flight to the watchdog, which
+    /// looks at it when it wakes anyway: no timer per request. `false` when it cannot (an
+    /// HTTP/2 connection, whose requests run in tasks of their own, or a deadline earlier than
+    /// the watchdog's next look, after `request_timeout` was lowered): the caller then keeps a
+    /// timer of its own.
+    pub fn watch_head_by(&self, at: Instant) -> bool {
+        let at = self.ms(at);
+        if self.h2.load(Ordering::Relaxed) || self.next_look.load(Ordering::Relaxed) > at {
+            return false;
+        }
+        self.expired.store(false, Ordering::Relaxed);
+        self.head_by.store(at, Ordering::Relaxed);
+        true
+    }
+
+    /// The response head arrived (or the request gave up): no deadline to watch.
+    pub fn clear_head_by(&self) {
+        self.head_by.store(0, Ordering::Relaxed);
+    }
+
+    /// The watchdog found the request's deadline passed.
+    pub fn head_overdue(&self) -> bool {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    /// The watchdog will look again by `at`.
+    pub fn looks_by(&self, at: Instant) {
+        self.next_look.store(self.ms(at), Ordering::Relaxed);
+    }
+
     /// A request has begun on this connection: one is in flight, or one has ended.
     pub fn started_any(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0 || self.last_done.load(Ordering::Relaxed) != 0
@@ -172,6 +212,16 @@ impl Activity {
         let now = self.now_ms();
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             let limit = self.last_io.load(Ordering::Relaxed) + millis(timers.stall);
+            let head_by = self.head_by.load(Ordering::Relaxed);
+            if head_by != 0 {
+                if now >= head_by {
+                    // The request sees this when it is polled next, which the watchdog's own
+                    // wake-up does, and answers `504`.
+                    self.expired.store(true, Ordering::Relaxed);
+                } else if head_by < limit {
+                    return deadline(now, head_by, Verdict::Stalled);
+                }
+            }
             return deadline(now, limit, Verdict::Stalled);
         }
         let head = self.head_started.load(Ordering::Relaxed);
@@ -210,6 +260,7 @@ pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.0.head_by.store(0, Ordering::Relaxed);
         self.0.last_done.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -452,6 +503,36 @@ mod tests {
         assert!(matches!(a.verdict(opened, TIMERS), Verdict::CheckAt(_)));
         advance(ms(1)).await;
         assert_eq!(a.verdict(opened, TIMERS), Verdict::Stalled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_keeps_a_requests_head_deadline_and_marks_it_overdue() {
+        let (a, opened) = accepted();
+        a.looks_by(opened + ms(1_000));
+        let request = a.begin();
+        let head_by = Instant::now() + ms(5_000);
+        assert!(a.watch_head_by(head_by));
+        // Sooner than the stall limit: the watchdog wakes for it.
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::CheckAt(head_by));
+        advance(ms(4_999)).await;
+        assert_eq!(a.verdict(opened, TIMERS), Verdict::CheckAt(head_by));
+        assert!(!a.head_overdue());
+        advance(ms(1)).await;
+        assert!(matches!(a.verdict(opened, TIMERS), Verdict::CheckAt(_)));
+        assert!(a.head_overdue(), "the request is told to give up");
+        drop(request);
+
+        // A deadline before the watchdog's next look (a lowered request_timeout) is not taken:
+        // the request keeps a timer of its own. Nor is any deadline of an HTTP/2 connection.
+        a.looks_by(Instant::now() + ms(10_000));
+        let _request = a.begin();
+        assert!(!a.watch_head_by(Instant::now() + ms(2_000)));
+        assert!(a.watch_head_by(Instant::now() + ms(10_000)));
+        assert!(!a.head_overdue(), "a new deadline starts afresh");
+        let (b, _) = accepted();
+        b.looks_by(Instant::now());
+        b.set_h2();
+        assert!(!b.watch_head_by(Instant::now() + ms(10_000)));
     }
 
     #[tokio::test(start_paused = true)]

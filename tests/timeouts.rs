@@ -233,3 +233,47 @@ async fn a_websocket_counts_against_max_connections_while_open() {
     );
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lowered_request_timeout_applies_on_a_connection_opened_before_the_change() {
+    // HTTP/1.1 request deadlines are kept by the connection's watchdog, which was set up under
+    // the old value: the lowered one must still cut the next request on that connection.
+    let up = Upstream::with(std::sync::Arc::new(|req| {
+        let slow = req.uri().path() == "/slow";
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+            }
+            http::Response::new(common::full("fast\n"))
+        })
+    }))
+    .await;
+    let veer = start_veer(&one_pool(
+        &[up.addr],
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[proxy]\nrequest_timeout = {NEVER}\n\
+             idle_timeout = {NEVER}\nheader_read_timeout = {NEVER}"
+        ),
+    ))
+    .await;
+    let mut client = connect(veer.http_addr).await;
+    client
+        .write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_some(&mut client).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first:?}");
+
+    let api = common::Api::new(&veer, None);
+    let mut config = api.get("/api/v1/config").await.json;
+    config["config"]["proxy"]["request_timeout"] = "300ms".into();
+    let put = api.put("/api/v1/config", config).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_some(&mut client).await;
+    assert!(second.starts_with("HTTP/1.1 504"), "{second:?}");
+}

@@ -4,12 +4,15 @@
 //! unanswered goes again on a new one. The whole exchange up to the response head is bounded by
 //! `request_timeout`.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{request, HeaderValue, Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use crate::conn::ConnContext;
+use crate::conn::{Activity, ConnContext};
 use crate::outcome::{self, Ended, ErrorKind, Outcome};
 use crate::proxy::body::{Lease, RespBody};
 use crate::proxy::error::{self, ProxyError};
@@ -47,7 +50,16 @@ pub async fn forward(
     let upgrading = out.client_upgrade.is_some();
     let added = headers::prepare_request(&mut out.parts, ctx, upgrading);
     let req = Request::from_parts(out.parts, out.body);
-    let (resp, lease) = send(snap, decision, req, &added, upgrading, started).await?;
+    let (resp, lease) = send(
+        snap,
+        decision,
+        req,
+        &added,
+        upgrading,
+        started,
+        &ctx.activity,
+    )
+    .await?;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching && upgrading);
@@ -83,6 +95,7 @@ async fn send(
     added: &headers::Added,
     upgrading: bool,
     started: Instant,
+    activity: &Activity,
 ) -> Result<(Response<RespStream>, Lease), ProxyError> {
     let settings = &snap.table.proxy;
     let mut current = Attempt {
@@ -90,10 +103,27 @@ async fn send(
         started,
         reused: false,
     };
+    let head_by = started + settings.request_timeout;
     let attempts = attempt(snap, decision, req, added, upgrading, &mut current);
-    match tokio::time::timeout_at(started + settings.request_timeout, attempts).await {
-        Ok(done) => done,
-        Err(_) => {
+    let done = if activity.watch_head_by(head_by) {
+        // The connection's watchdog keeps the deadline: a timer registered and removed per
+        // request cost about 700 instructions.
+        let mut attempts = pin!(attempts);
+        let done = poll_fn(|cx| {
+            if activity.head_overdue() {
+                return Poll::Ready(None);
+            }
+            attempts.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        activity.clear_head_by();
+        done
+    } else {
+        tokio::time::timeout_at(head_by, attempts).await.ok()
+    };
+    match done {
+        Some(done) => done,
+        None => {
             current.report(snap, decision, Ended::Failed(ErrorKind::Timeout));
             Err(ProxyError::Timeout(settings.request_timeout))
         }

@@ -273,7 +273,13 @@ impl Conn {
         };
         let mut conn = Serving::new(io, Arc::clone(&state), Arc::clone(&ctx), &builders);
         let opened = Instant::now();
+        // The watchdog also keeps each HTTP/1.1 request's `request_timeout` (conn::Activity::
+        // watch_head_by), so it never sleeps longer than that: a request that starts while it
+        // sleeps has its deadline after the wake-up.
+        let look_within = settings.request_timeout;
         let mut check_at = opened + settings.idle_timeout.min(settings.header_read_timeout);
+        check_at = check_at.min(opened + look_within);
+        ctx.activity.looks_by(check_at);
         let mut draining = *shutdown.borrow();
         // The drain shuts a connection down (an idle one closes, a busy one answers with
         // `connection: close`) only once its first request has begun: its client connected to
@@ -312,7 +318,10 @@ impl Conn {
                         continue;
                     }
                     match ctx.activity.verdict(opened, timers) {
-                        Verdict::CheckAt(at) => check_at = at,
+                        Verdict::CheckAt(at) => {
+                            check_at = at.min(Instant::now() + look_within);
+                            ctx.activity.looks_by(check_at);
+                        }
                         Verdict::Idle => return,
                         Verdict::SlowHead => {
                             tracing::debug!(client = %peer, "request head too slow; closing");
