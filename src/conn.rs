@@ -144,12 +144,13 @@ impl Activity {
     /// Bytes arrived from the client. Called by the I/O wrapper on every read; cheap when a
     /// request is in flight or a head is already being timed.
     pub fn on_read(&self) {
-        self.on_write();
+        let now = self.now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
             && !self.h2.load(Ordering::Relaxed)
         {
-            self.head_started.store(self.now_ms(), Ordering::Relaxed);
+            self.head_started.store(now, Ordering::Relaxed);
         }
     }
 

@@ -13,6 +13,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -269,9 +270,10 @@ const CUT_SHORT: &str = "the client's connection ended in the middle of the requ
 /// Parses a request head from the front of `buf` and takes it out; `None` while incomplete.
 /// Header values are views of the head's bytes, not copies.
 fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, Fault> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: zeroing a hundred fields (3 KiB) per head showed in the profile.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(Fault::TooLarge),
@@ -289,16 +291,17 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, Fault> {
     let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
     let target = (target.as_ptr() as usize - base, target.len());
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Offsets within a head of at most `MAX_HEAD` bytes fit in 16 bits.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
         *span = (
-            name as u32,
-            (name + field.name.len()) as u32,
-            value as u32,
-            (value + field.value.len()) as u32,
+            name as u16,
+            (name + field.name.len()) as u16,
+            value as u16,
+            (value + field.value.len()) as u16,
         );
     }
     let head = buf.split_to(len).freeze();

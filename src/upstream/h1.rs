@@ -12,6 +12,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -387,9 +388,11 @@ fn is_reset(e: &io::Error) -> bool {
 /// Parses a response head from the front of `buf` and takes it out; `None` while incomplete.
 /// Header values are views of the head's bytes, not copies.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: zeroing a hundred fields (3 KiB) per head showed in the profile.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default();
+    let len = match parsing.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         Ok(_) => {
@@ -408,16 +411,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     };
     // Where each field lies in the head, so that the values can be slices of it once frozen.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Offsets within a head of at most `MAX_HEAD` bytes fit in 16 bits.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let count = parsed.headers.len();
     for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
         *span = (
-            name as u32,
-            (name + field.name.len()) as u32,
-            value as u32,
-            (value + field.value.len()) as u32,
+            name as u16,
+            (name + field.name.len()) as u16,
+            value as u16,
+            (value + field.value.len()) as u16,
         );
     }
     let head = buf.split_to(len).freeze();
