@@ -193,7 +193,8 @@ async fn probe(spec: &Spec, tls: Option<&Result<UpstreamClient, Arc<str>>>) -> b
         req.headers_mut().insert(header::HOST, spec.host.clone());
         req.headers_mut()
             .insert(header::USER_AGENT, HeaderValue::from_static("veer-health"));
-        let resp = conn.send(req, &(), false).await.ok()?;
+        let (head, body) = req.into_parts();
+        let resp = conn.send(&head, body, &(), false).await.ok()?;
         Some(resp.status().is_success())
     };
     matches!(

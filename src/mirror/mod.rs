@@ -391,7 +391,7 @@ async fn exchange(
     snap: &Snapshot,
     pool: PoolId,
     server: ServerId,
-    mut req: Request<ReqBody>,
+    req: Request<ReqBody>,
     added: &headers::Added,
 ) -> Result<StatusCode, CopyError> {
     let settings = &snap.table.proxy;
@@ -401,6 +401,7 @@ async fn exchange(
     // The mirror pool's own TLS, as for any request to its servers.
     let tls = snap.upstream_tls[usize::from(pool)].as_ref();
     let timeout = settings.request_timeout;
+    let (head, mut body) = req.into_parts();
     let head = async {
         let mut fresh = false;
         loop {
@@ -414,14 +415,14 @@ async fn exchange(
                 Some(conn) => conn,
                 None => upstream::connect(target, settings.connect_timeout, tls).await?,
             };
-            match conn.send(req, added, false).await {
+            match conn.send(&head, body, added, false).await {
                 Ok(resp) => return Ok::<_, CopyError>(resp),
-                Err(failed) => match (failed.request, reused, failed.sent) {
+                Err(failed) => match (failed.body, reused, failed.sent) {
                     // A kept connection closed before the copy went out: once more, on a new one.
                     (Some(back), true, false)
                         if matches!(failed.error, upstream::h1::Error::ClosedUnanswered(_)) =>
                     {
-                        req = back;
+                        body = back;
                         fresh = true;
                     }
                     _ => return Err(failed.error.into()),

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use http::{request, HeaderValue, Method, Request, Response, StatusCode};
+use http::{request, HeaderValue, Method, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::conn::{Activity, ConnContext};
@@ -25,9 +25,8 @@ use crate::upstream::h1::{self, RespStream};
 use crate::upstream::pool::ServerConns;
 use crate::upstream::{self, Conn, ReqBody};
 
-/// A request to forward, with what the decision said about it.
+/// A request to forward, with what the decision said about it; its head is lent beside it.
 pub struct Outbound {
-    pub parts: request::Parts,
     /// The client's body, teed when the request is mirrored.
     pub body: ReqBody,
     /// Set for an HTTP/1.1 `Upgrade` request: the client side of the switch.
@@ -36,30 +35,37 @@ pub struct Outbound {
     pub tunnel_log: Option<tokio::sync::oneshot::Receiver<Box<crate::proxy::access::AccessRecord>>>,
 }
 
-/// Forwards `out` as `decision` says; the response head comes back with its body streaming,
-/// together with the server that answered (another than the decision's after a retry).
-/// `started`: when the request arrived, the start of its `request_timeout`.
+/// What every attempt of one request sends: its head (lent, so that it stays where the request's
+/// future put it rather than moving into each layer's), the fields added after it, and whether
+/// it asks to switch protocols.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    head: &'a request::Parts,
+    added: &'a headers::Added,
+    upgrading: bool,
+}
+
+/// Forwards the request (`head`, rewritten here for the upstream, and `out`) as `decision`
+/// says; the response head comes back with its body streaming, together with the server that
+/// answered (another than the decision's after a retry). `started`: when the request arrived,
+/// the start of its `request_timeout`.
 pub async fn forward(
     snap: &Snapshot,
     decision: &Decision,
-    mut out: Outbound,
+    head: &mut request::Parts,
+    out: Outbound,
     ctx: &Arc<ConnContext>,
     started: Instant,
 ) -> Result<(Response<RespBody>, ServerId), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
-    let added = headers::prepare_request(&mut out.parts, ctx, upgrading);
-    let req = Request::from_parts(out.parts, out.body);
-    let (resp, lease) = send(
-        snap,
-        decision,
-        req,
-        &added,
+    let added = headers::prepare_request(head, ctx, upgrading);
+    let outgoing = Outgoing {
+        head,
+        added: &added,
         upgrading,
-        started,
-        &ctx.activity,
-    )
-    .await?;
+    };
+    let (resp, lease) = send(snap, decision, outgoing, out.body, started, &ctx.activity).await?;
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(&mut parts.headers, switching && upgrading);
@@ -91,9 +97,8 @@ pub async fn forward(
 async fn send(
     snap: &Snapshot,
     decision: &Decision,
-    req: Request<ReqBody>,
-    added: &headers::Added,
-    upgrading: bool,
+    out: Outgoing<'_>,
+    body: ReqBody,
     started: Instant,
     activity: &Activity,
 ) -> Result<(Response<RespStream>, Lease), ProxyError> {
@@ -104,7 +109,7 @@ async fn send(
         reused: false,
     };
     let head_by = started + settings.request_timeout;
-    let attempts = attempt(snap, decision, req, added, upgrading, &mut current);
+    let attempts = attempt(snap, decision, out, body, &mut current);
     let done = if activity.watch_head_by(head_by) {
         // The connection's watchdog keeps the deadline: a timer registered and removed per
         // request cost about 700 instructions.
@@ -156,11 +161,11 @@ impl Attempt {
 async fn attempt(
     snap: &Snapshot,
     decision: &Decision,
-    mut req: Request<ReqBody>,
-    added: &headers::Added,
-    upgrading: bool,
+    out: Outgoing<'_>,
+    mut body: ReqBody,
     current: &mut Attempt,
 ) -> Result<(Response<RespStream>, Lease), ProxyError> {
+    let upgrading = out.upgrading;
     let settings = &snap.table.proxy;
     let pool = snap.table.pool(decision.pool);
     let mut tries = 0;
@@ -208,7 +213,7 @@ async fn attempt(
             }
         };
         current.reused = reused;
-        match conn.send(req, added, upgrading).await {
+        match conn.send(out.head, body, out.added, upgrading).await {
             Ok(mut resp) => {
                 current.report(snap, decision, Ended::Answered(resp.status().as_u16()));
                 if !upgrading {
@@ -225,14 +230,14 @@ async fn attempt(
                 // A kept connection that the server closed unanswered: a request that never
                 // reached it, or one that may be sent twice, goes again, once, on a new
                 // connection to the same server.
-                match failed.request {
+                match failed.body {
                     Some(back)
                         if reused
                             && matches!(failed.error, h1::Error::ClosedUnanswered(_))
-                            && (!failed.sent || resendable(&back)) =>
+                            && (!failed.sent || resendable(&out.head.method, &back)) =>
                     {
                         tracing::debug!(pool = %pool.name, server = %slot.addr, error = %failed.error, "kept connection closed unanswered; sending again on a new one");
-                        req = back;
+                        body = back;
                         fresh = true;
                         *current = Attempt {
                             server,
@@ -255,9 +260,9 @@ async fn attempt(
 
 /// A request that may be sent twice: idempotent by its method and without a body, so the
 /// server cannot have acted on a first copy in a way a second would repeat.
-fn resendable(req: &Request<ReqBody>) -> bool {
-    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && http_body::Body::is_end_stream(req.body())
+fn resendable(method: &Method, body: &ReqBody) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && http_body::Body::is_end_stream(body)
 }
 
 /// The most recently used kept connection that is ready now, else a new one (always new when

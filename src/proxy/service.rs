@@ -42,30 +42,33 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let state = Arc::clone(&self.state);
         let ctx = Arc::clone(&self.ctx);
-        Box::pin(async move { Ok(handle(&state, &ctx, req.map(ClientBody::H2), None).await) })
+        Box::pin(async move {
+            let (mut head, body) = req.into_parts();
+            Ok(handle(&state, &ctx, &mut head, ClientBody::H2(body), None).await)
+        })
     }
 }
 
-/// Serves one request, whichever protocol its connection speaks: the answer, with its body to
-/// stream. `client_upgrade`: the request asks to switch protocols (HTTP/1.1), and this is its
+/// Serves one request (its head lent: the connection's, rewritten here for the upstream, and its
+/// body), whichever protocol its connection speaks: the answer, with its body to stream. `client_upgrade`: the request asks to switch protocols (HTTP/1.1), and this is its
 /// connection's side of the switch.
 pub async fn handle(
     state: &State,
     ctx: &Arc<ConnContext>,
-    req: Request<ClientBody>,
+    parts: &mut http::request::Parts,
+    body: ClientBody,
     client_upgrade: Option<ClientUpgrade>,
 ) -> Response<RespBody> {
     // The one clock read of the request's start: its timeout, first attempt, stats and log.
     let started = tokio::time::Instant::now();
     let guard = ctx.activity.begin();
     let snap = state.snapshot();
-    let (parts, body) = req.into_parts();
-    let (host, host_ok) = request_host(&parts);
+    let (host, host_ok) = request_host(parts);
     let mut access = state.access_log().then(|| {
         Box::new(AccessRecord::start(
             started.into_std(),
             ctx.peer.ip(),
-            &parts,
+            parts,
             host,
         ))
     });
@@ -86,7 +89,7 @@ pub async fn handle(
         Ok(Ok(decision)) => {
             let (body, shadow) = if decision.mirror {
                 let upgrading = client_upgrade.is_some();
-                mirror::start(&snap, &decision, &parts, body, ctx, upgrading)
+                mirror::start(&snap, &decision, parts, body, ctx, upgrading)
             } else {
                 (ReqBody::Client(body), None)
             };
@@ -106,12 +109,11 @@ pub async fn handle(
                 _ => (None, None),
             };
             let out = Outbound {
-                parts,
                 body,
                 client_upgrade,
                 tunnel_log: tunnel_rx,
             };
-            let (resp, server) = forward_decided(&snap, &decision, out, ctx, started).await;
+            let (resp, server) = forward_decided(&snap, &decision, parts, out, ctx, started).await;
             let mirrored = shadow.is_some();
             if let Some(shadow) = shadow {
                 shadow.answered(resp.status());
@@ -146,11 +148,12 @@ pub async fn handle(
 async fn forward_decided(
     snap: &Snapshot,
     decision: &route::Decision,
+    head: &mut http::request::Parts,
     out: Outbound,
     ctx: &Arc<ConnContext>,
     started: tokio::time::Instant,
 ) -> (Response<RespBody>, route::ServerId) {
-    match forward::forward(snap, decision, out, ctx, started).await {
+    match forward::forward(snap, decision, head, out, ctx, started).await {
         Ok((mut resp, server)) => {
             if let Some(cookie) = forward::sticky_cookie(snap, decision, server) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);

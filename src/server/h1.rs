@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{request, response, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
@@ -109,9 +109,9 @@ enum Reading {
     Broken,
 }
 
-/// A request head, with what its fields said about the connection and the body.
-struct ReqHead {
-    parts: request::Parts,
+/// What a request head's fields said about the connection and the body (the head itself is
+/// parsed into the connection's `request::Parts`).
+struct Shape {
     body: Reading,
     /// The client wants the connection kept after this exchange.
     keep: bool,
@@ -148,17 +148,18 @@ impl Wire {
         Poll::Ready(Ok(self.rbuf.starts_with(H2_PREFACE)))
     }
 
-    /// The next request head; `None` when the client closed between requests, or when the
-    /// connection drains and no byte of another request has come.
+    /// The next request head, parsed into `head`; `None` when the client closed between
+    /// requests, or when the connection drains and no byte of another request has come.
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         drain: &AtomicBool,
-    ) -> Poll<Result<Option<ReqHead>, Fault>> {
+        head: &mut request::Parts,
+    ) -> Poll<Result<Option<Shape>, Fault>> {
         loop {
             if !self.rbuf.is_empty() {
-                if let Some(head) = parse_request(&mut self.rbuf)? {
-                    return Poll::Ready(Ok(Some(head)));
+                if let Some(shape) = parse_request(&mut self.rbuf, head)? {
+                    return Poll::Ready(Ok(Some(shape)));
                 }
             } else if drain.load(Ordering::Relaxed) {
                 return Poll::Ready(Ok(None));
@@ -267,9 +268,10 @@ impl Wire {
 
 const CUT_SHORT: &str = "the client's connection ended in the middle of the request body";
 
-/// Parses a request head from the front of `buf` and takes it out; `None` while incomplete.
-/// Header values are views of the head's bytes, not copies.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, Fault> {
+/// Parses a request head from the front of `buf` into `parts` and takes it out; `None` while
+/// incomplete. Header values are views of the head's bytes, not copies. `parts` is the
+/// connection's, reused from one request to the next: its header map keeps its room.
+fn parse_request(buf: &mut BytesMut, parts: &mut request::Parts) -> Result<Option<Shape>, Fault> {
     // Uninitialised: zeroing a hundred fields (3 KiB) per head showed in the profile.
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -307,9 +309,9 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, Fault> {
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Fault::Bad("invalid request target\n"))?;
-    // Room for the fields the way back may add on an HTTP/2 leg is not needed here: the
-    // request's own map is only read and trimmed.
-    let mut headers = HeaderMap::with_capacity(count);
+    let headers = &mut parts.headers;
+    headers.clear();
+    headers.reserve(count);
     let (mut chunked, mut length) = (None, None);
     let (mut close, mut keep_alive, mut conn_upgrade) = (false, false, false);
     let (mut upgrade_field, mut expect, mut trailers) = (false, false, false);
@@ -365,14 +367,11 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<ReqHead>, Fault> {
         (None, Some(Some(n))) => Reading::Length(n),
     };
     let http11 = version == Version::HTTP_11;
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    let (parts, ()) = req.into_parts();
-    Ok(Some(ReqHead {
-        parts,
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.extensions.clear();
+    Ok(Some(Shape {
         body,
         keep: !close && (http11 || keep_alive),
         expect: expect && http11,
@@ -474,9 +473,12 @@ pub async fn serve(
         });
     }
     let mut out = Out::default();
+    // The request head in hand, parsed in place and lent to `proxy::handle`: it never moves, and
+    // its header map keeps its room from one request to the next.
+    let (mut head, ()) = Request::new(()).into_parts();
     loop {
-        let head = match poll_fn(|cx| shared.wire().poll_head(cx, &drain)).await {
-            Ok(Some(head)) => head,
+        let shape = match poll_fn(|cx| shared.wire().poll_head(cx, &drain, &mut head)).await {
+            Ok(Some(shape)) => shape,
             Ok(None) => return Ok(Served::Closed),
             Err(Fault::Io(e)) => return Err(e.into()),
             Err(Fault::Bad(why)) => {
@@ -495,14 +497,13 @@ pub async fn serve(
                 return Ok(Served::Closed);
             }
         };
-        let ReqHead {
-            parts,
+        let Shape {
             body: reading,
             keep,
             expect,
             upgrade,
             trailers,
-        } = head;
+        } = shape;
         let has_body = !matches!(reading, Reading::Done);
         let hint = match reading {
             Reading::Length(n) => SizeHint::with_exact(n),
@@ -526,18 +527,18 @@ pub async fn serve(
         } else {
             ClientBody::Empty
         };
-        let req = Request::from_parts(parts, body);
         let (switch, client_upgrade) = if upgrade {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(ClientUpgrade(rx)))
         } else {
             (None, None)
         };
-        let head_only = req.method() == Method::HEAD;
-        let http10 = req.version() == Version::HTTP_10;
+        let head_only = head.method == Method::HEAD;
+        let http10 = head.version == Version::HTTP_10;
 
         let resp = {
-            let mut answer = pin!(crate::proxy::handle(&state, &ctx, req, client_upgrade));
+            let handling = crate::proxy::handle(&state, &ctx, &mut head, body, client_upgrade);
+            let mut answer = pin!(handling);
             poll_fn(|cx| loop {
                 if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
                     return Poll::Ready(Ok::<_, io::Error>(resp));

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Method, Request, Response, StatusCode, Version};
+use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use super::pool::ServerConns;
@@ -64,12 +64,12 @@ impl Error {
     }
 }
 
-/// A failed exchange, with the request back when its body was never touched: on a kept
-/// connection that the server closed, it may go again on another.
+/// A failed exchange, with the request's body back when it was never touched: on a kept
+/// connection that the server closed, the request may go again on another.
 #[derive(Debug)]
 pub struct Failed {
     pub error: Error,
-    pub request: Option<Request<ReqBody>>,
+    pub body: Option<ReqBody>,
     /// Some of the request reached the socket before the failure.
     pub sent: bool,
 }
@@ -120,17 +120,19 @@ impl Conn {
         self.poll_fill(&mut cx).is_pending()
     }
 
-    /// Sends `req` (its head already as the server must see it, `added` written after its
+    /// Sends a request (`head` already as the server must see it, `added` written after its
     /// fields) and waits for the response head. `upgrade`: the request asks to switch
     /// protocols, and a `101` answer hands the connection over (`RespStream::into_upgraded`).
+    /// The head is lent, not moved: it stays where the request's future put it, however many
+    /// attempts it takes.
     pub async fn send(
         mut self: Box<Self>,
-        req: Request<ReqBody>,
+        head: &request::Parts,
+        body: ReqBody,
         added: &dyn Fields,
         upgrade: bool,
     ) -> Result<Response<RespStream>, Failed> {
-        let (parts, body) = req.into_parts();
-        let framing = self.encode_head(&parts, added, &body);
+        let framing = self.encode_head(head, added, &body);
         let mut upload = framing.map(|framing| Upload {
             body,
             framing,
@@ -142,7 +144,7 @@ impl Conn {
         // The head is written and flushed: a TLS stream may take every byte and still hold
         // them in its records until a flush goes through.
         let mut flushed = false;
-        let head_only = parts.method == Method::HEAD;
+        let head_only = head.method == Method::HEAD;
         let got = poll_fn(|cx| {
             if let (Some(up), false) = (upload.as_mut(), write_failed || uploaded) {
                 match self.poll_upload(up, cx, &mut written_any) {
@@ -172,14 +174,14 @@ impl Conn {
         let head = match got {
             Ok(found) => found,
             Err(error) => {
-                let request = match upload {
+                let body = match upload {
                     Some(up) if !up.untouched => None,
-                    Some(up) => Some(Request::from_parts(parts, up.body)),
-                    None => Some(Request::from_parts(parts, ReqBody::Empty)),
+                    Some(up) => Some(up.body),
+                    None => Some(ReqBody::Empty),
                 };
                 return Err(Failed {
                     error,
-                    request,
+                    body,
                     sent: written_any,
                 });
             }

@@ -197,7 +197,8 @@ mod tests {
             .body(ReqBody::Empty)
             .unwrap();
         let call = async {
-            let resp = conn.send(req, &(), false).await.unwrap();
+            let (head, body) = req.into_parts();
+            let resp = conn.send(&head, body, &(), false).await.unwrap();
             let mut body = resp.into_body();
             body.keep_in(Arc::clone(home));
             let body = body.collect().await.unwrap().to_bytes();
