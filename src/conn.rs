@@ -215,13 +215,16 @@ impl Activity {
             let limit = self.last_io.load(Ordering::Relaxed) + millis(timers.stall);
             let head_by = self.head_by.load(Ordering::Relaxed);
             if head_by != 0 {
-                if now >= head_by {
-                    // The request sees this when it is polled next, which the watchdog's own
-                    // wake-up does, and answers `504`.
-                    self.expired.store(true, Ordering::Relaxed);
-                } else if head_by < limit {
+                // A request awaiting its response head is judged by its deadline alone (the
+                // stall limit, `max(request_timeout, idle_timeout)` from the last byte, could
+                // otherwise close the connection first and lose its `504`).
+                if now < head_by {
                     return deadline(now, head_by, Verdict::Stalled);
                 }
+                // The request sees this when it is polled next, which the watchdog's own
+                // wake-up does, and answers `504`; the stall limit applies again after.
+                self.expired.store(true, Ordering::Relaxed);
+                return deadline(now, limit.max(now + 1), Verdict::Stalled);
             }
             return deadline(now, limit, Verdict::Stalled);
         }
@@ -290,6 +293,13 @@ impl<T> WatchedIo<T> {
             activity,
             first: true,
         }
+    }
+}
+
+impl<T> WatchedIo<T> {
+    /// The connection's activity this stream reports to.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 }
 
@@ -534,6 +544,32 @@ mod tests {
         b.looks_by(Instant::now());
         b.set_h2();
         assert!(!b.watch_head_by(Instant::now() + ms(10_000)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_awaiting_its_head_is_not_cut_by_the_stall_limit_first() {
+        // request_timeout no shorter than idle_timeout: the stall limit (from the last byte,
+        // read just before the request began) falls before the request's deadline.
+        let timers = Timers {
+            idle: ms(300),
+            header: ms(300),
+            stall: ms(300),
+        };
+        let (a, opened) = accepted();
+        a.looks_by(opened);
+        a.on_read();
+        advance(ms(1)).await;
+        let _request = a.begin();
+        let head_by = Instant::now() + ms(300);
+        assert!(a.watch_head_by(head_by));
+        advance(ms(299)).await;
+        assert_eq!(a.verdict(opened, timers), Verdict::CheckAt(head_by));
+        advance(ms(1)).await;
+        assert!(matches!(a.verdict(opened, timers), Verdict::CheckAt(_)));
+        assert!(
+            a.head_overdue(),
+            "the request answers 504; the connection is not cut"
+        );
     }
 
     #[tokio::test(start_paused = true)]

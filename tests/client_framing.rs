@@ -1,8 +1,8 @@
 //! How veer's HTTP/1.1 server reads its clients and frames what it answers them: pipelined
 //! requests, `Expect: 100-continue`, HTTP/1.0 clients (kept alive only when they ask, bodies of
 //! unknown length delimited by the close), chunked uploads, heads whose body framing is
-//! ambiguous (refused before anything is forwarded), a small body the answer did not need, and
-//! a head that is not HTTP at all.
+//! ambiguous (refused before anything is forwarded), a small body the answer did not need, a
+//! large one that ends the connection, `HEAD` answers, and a head that is not HTTP at all.
 
 mod common;
 
@@ -259,7 +259,7 @@ async fn a_client_that_is_not_speaking_http_gets_400_and_the_listener_serves_on(
     let raw = raw_exchange(veer.http_addr, b"HELLO\r\n\r\n").await;
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
     let raw = raw_exchange(veer.http_addr, b"GET / HTTP/2.0\r\nhost: x\r\n\r\n").await;
-    assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
+    assert!(raw.starts_with("HTTP/1.1 505"), "{raw:?}");
     let addr: SocketAddr = veer.http_addr;
     let raw = raw_exchange(
         addr,
@@ -267,4 +267,110 @@ async fn a_client_that_is_not_speaking_http_gets_400_and_the_listener_serves_on(
     )
     .await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+}
+
+#[tokio::test]
+async fn an_answer_before_a_large_upload_is_read_says_the_connection_ends() {
+    let up = Upstream::named("app").await;
+    let config = format!(
+        "[pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\npath_prefix = \"/app\"\nsplit = {{ app = 1 }}\n",
+        up.addr
+    );
+    let veer = start_veer(&config).await;
+    let mut s = connect(veer.http_addr).await;
+    // No route: answered 404 while most of the 4 MiB body is still to come.
+    let size = 4 << 20;
+    let head = format!("POST /elsewhere HTTP/1.1\r\nhost: x\r\ncontent-length: {size}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let sending = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(
+            common::IO_TIMEOUT,
+            tokio::io::AsyncReadExt::read(&mut rd, &mut chunk),
+        )
+        .await
+        .expect("the answer within the timeout")
+        .expect("the answer, not a reset");
+        assert!(n > 0, "the answer before the close: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    sending.abort();
+}
+
+#[tokio::test]
+async fn a_head_answer_without_a_length_gets_none_added() {
+    let up = Upstream::with(Arc::new(|_req| {
+        Box::pin(async move {
+            let parts = ["some", " body"]
+                .map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
+            let body: Body = StreamBody::new(futures_util::stream::iter(parts)).boxed();
+            Response::new(body)
+        })
+    }))
+    .await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let raw = raw_exchange(
+        veer.http_addr,
+        b"HEAD / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+    assert!(!raw.contains("content-length"), "{raw:?}");
+    assert!(raw.ends_with("\r\n\r\n"), "no body: {raw:?}");
+}
+
+#[tokio::test]
+async fn repeated_equal_content_lengths_go_upstream_as_one() {
+    // A raw upstream: the head exactly as it came.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some((head, _)) = read_response(&mut stream, &mut buf).await {
+                    let _ = heads_tx.send(head);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let veer = start_veer(&one_pool(&[up_addr], "")).await;
+    for head in [
+        &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5, 5\r\nconnection: close\r\n\r\nhello"[..],
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    ] {
+        let raw = raw_exchange(veer.http_addr, head).await;
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+        let seen = tokio::time::timeout(common::IO_TIMEOUT, heads.recv())
+            .await
+            .expect("the upstream got the request")
+            .expect("a head");
+        let lengths: Vec<&str> = seen
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["content-length: 5"], "{seen}");
+    }
 }

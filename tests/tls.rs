@@ -556,3 +556,31 @@ async fn active_health_checks_on_a_tls_pool_speak_tls() {
     let got = common::get(veer.http_addr, "/app", &[]).await;
     assert_eq!((got.status.as_u16(), got.body.as_str()), (200, "secure\n"));
 }
+
+#[tokio::test]
+async fn an_https_connection_ends_with_close_notify() {
+    // An HTTP/1.0 client over TLS, whose answer ends with the connection: only a close_notify
+    // tells it the body is whole (a bare close could be a truncation).
+    let app = Upstream::named("app").await;
+    let dir = TempDir::new("tls-close");
+    let ca = Ca::new("test ca");
+    let site = ca.issue(&["app.test"]);
+    let (cert, key) = site.write(&dir, "app");
+    let path = dir.write("veer.toml", &config(&app, &[(&cert, &key)], ""));
+    let veer = start(&path).await;
+    let https = veer.https_addr.expect("an HTTPS address");
+    let mut stream = tls_connect(https, &ca.client(&[b"http/1.1"]), "app.test").await;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut got);
+    let read = tokio::time::timeout(IO_TIMEOUT, read)
+        .await
+        .expect("the connection ends");
+    let text = String::from_utf8_lossy(&got);
+    assert!(read.is_ok(), "ended cleanly: {read:?} after {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with("app\n"), "{text:?}");
+}

@@ -18,11 +18,13 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{request, response, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
 use tokio::sync::oneshot;
 
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
@@ -129,6 +131,8 @@ enum Fault {
     Bad(&'static str),
     /// `431`: more than `MAX_HEAD` bytes or `MAX_HEADERS` fields.
     TooLarge,
+    /// `505`: not HTTP/1.0 or HTTP/1.1.
+    Version,
     Io(io::Error),
 }
 
@@ -243,6 +247,16 @@ impl Wire {
         }
     }
 
+    /// Whether the request's body is over, or has arrived whole (so that `finish_body` will
+    /// skip it).
+    fn body_settled(&self) -> bool {
+        match self.body {
+            Reading::Done => true,
+            Reading::Length(left) => left <= self.rbuf.len() as u64,
+            Reading::Chunked(_) | Reading::Broken => false,
+        }
+    }
+
     /// After an exchange: whether the request's body is over, so that the next head can be
     /// read. What is left of it is skipped when it has already arrived whole (a small body the
     /// request was answered without); otherwise the connection is closed, as reading an unknown
@@ -279,7 +293,7 @@ fn parse_request(buf: &mut BytesMut, parts: &mut request::Parts) -> Result<Optio
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         Ok(_) | Err(httparse::Error::TooManyHeaders) => return Err(Fault::TooLarge),
-        Err(httparse::Error::Version) => return Err(Fault::Bad("unsupported HTTP version\n")),
+        Err(httparse::Error::Version) => return Err(Fault::Version),
         Err(_) => return Err(Fault::Bad("malformed request head\n")),
     };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
@@ -325,11 +339,24 @@ fn parse_request(buf: &mut BytesMut, parts: &mut request::Parts) -> Result<Optio
             let last = raw.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONTENT_LENGTH {
+            let first = length.is_none();
             length = Some(match (length, parse_length(&raw)) {
                 (Some(None), _) | (_, None) => None,
                 (None, Some(n)) => Some(n),
                 (Some(Some(m)), Some(n)) => (m == n).then_some(n),
             });
+            // Equal repeats (`3, 3`, or the field twice) go on as one plain value: a strict
+            // server behind veer may refuse them.
+            match length {
+                Some(Some(n)) if first && raw.contains(&b',') => {
+                    let plain = HeaderValue::from_bytes(itoa(n, &mut [0; 20]))
+                        .map_err(|_| Fault::Bad("invalid content-length\n"))?;
+                    headers.append(name, plain);
+                    continue;
+                }
+                Some(Some(_)) if !first => continue,
+                _ => {}
+            }
         } else if name == header::CONNECTION {
             close |= has_token(&raw, b"close");
             keep_alive |= has_token(&raw, b"keep-alive");
@@ -479,7 +506,10 @@ pub async fn serve(
     loop {
         let shape = match poll_fn(|cx| shared.wire().poll_head(cx, &drain, &mut head)).await {
             Ok(Some(shape)) => shape,
-            Ok(None) => return Ok(Served::Closed),
+            Ok(None) => {
+                close(&shared, false).await;
+                return Ok(Served::Closed);
+            }
             Err(Fault::Io(e)) => return Err(e.into()),
             Err(Fault::Bad(why)) => {
                 refuse(&shared, &mut out, StatusCode::BAD_REQUEST, why).await;
@@ -487,13 +517,14 @@ pub async fn serve(
             }
             Err(Fault::TooLarge) => {
                 let why = "request head too large\n";
-                refuse(
-                    &shared,
-                    &mut out,
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    why,
-                )
-                .await;
+                let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                refuse(&shared, &mut out, status, why).await;
+                return Ok(Served::Closed);
+            }
+            Err(Fault::Version) => {
+                let why = "HTTP version not supported\n";
+                let status = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
+                refuse(&shared, &mut out, status, why).await;
                 return Ok(Served::Closed);
             }
         };
@@ -565,7 +596,11 @@ pub async fn serve(
         };
         let (parts, mut body) = resp.into_parts();
         let switching = switch.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        let mut keep = keep && !switching && !drain.load(Ordering::Relaxed);
+        // A request body not read whole by now may never be (a `404` to a large upload, an early
+        // `413`): the client is told the connection ends, rather than finding it cut after an
+        // answer that promised more.
+        let settled = shared.wire().body_settled();
+        let mut keep = keep && settled && !switching && !drain.load(Ordering::Relaxed);
         let mut sending =
             encode_response(&mut out.buf, &parts, &body, head_only, http10, &mut keep);
         poll_fn(|cx| poll_send(&shared, cx, &mut out, &mut body, &mut sending, trailers)).await?;
@@ -578,7 +613,9 @@ pub async fn serve(
             }
             return Ok(Served::Closed);
         }
-        if !keep || !shared.wire().finish_body() {
+        let finished = shared.wire().finish_body();
+        if !keep || !finished {
+            close(&shared, !finished).await;
             return Ok(Served::Closed);
         }
     }
@@ -589,6 +626,36 @@ pub async fn serve(
 fn into_wire(shared: Arc<Shared>) -> Option<Wire> {
     let shared = Arc::try_unwrap(shared).ok()?;
     Some(shared.wire.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// How long closing waits on the client: to take the end of the stream (TLS's close_notify)
+/// and, when it may still be sending, to stop.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Most of an unread request body read and dropped while closing.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Ends the connection cleanly: its write side is shut (a FIN; TLS's close_notify), then, when
+/// the client may still be sending (`linger`: its request body was left unread, or its head was
+/// refused), what it sends is read and dropped until it closes, for up to `CLOSE_WAIT` and
+/// `LINGER_BYTES`. Closing with bytes unread makes the kernel reset the connection, and a reset
+/// can destroy the answer before the client has read it.
+async fn close(shared: &Shared, linger: bool) {
+    let ending = async {
+        let _ = poll_fn(|cx| Pin::new(&mut shared.wire().io).poll_shutdown(cx)).await;
+        let mut dropped = 0;
+        while linger && dropped < LINGER_BYTES {
+            let read = poll_fn(|cx| {
+                let mut wire = shared.wire();
+                wire.rbuf.clear();
+                wire.poll_fill(cx)
+            });
+            match read.await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, ending).await;
 }
 
 /// Answers a head that cannot be served, and lets the connection close.
@@ -608,6 +675,7 @@ async fn refuse(shared: &Shared, out: &mut Out, status: StatusCode, why: &str) {
     buf.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
     buf.extend_from_slice(why.as_bytes());
     let _ = poll_fn(|cx| shared.poll_write(cx, out)).await;
+    close(shared, true).await;
 }
 
 /// Writes a response head, with the framing its body needs, and says how the body goes. `keep`
@@ -640,13 +708,15 @@ fn encode_response(
         Sending::Nothing
     } else if let Some(n) = length {
         Sending::Length(n)
+    } else if head_only {
+        // The answer to a `HEAD` says the length the `GET` would have, or nothing: its own
+        // (empty) body says nothing about that.
+        Sending::Nothing
     } else if let Some(n) = body.size_hint().exact() {
         buf.extend_from_slice(b"content-length: ");
         buf.extend_from_slice(itoa(n, &mut [0; 20]));
         buf.extend_from_slice(b"\r\n");
         Sending::Length(n)
-    } else if head_only {
-        Sending::Nothing
     } else if http10 {
         *keep = false;
         Sending::UntilClose
@@ -694,6 +764,9 @@ fn poll_send(
                     frame_into(out, frame, sending, trailers)?;
                     continue;
                 }
+                // A body that has just asked for `100 Continue` waits for the loop's next turn,
+                // which lets it read.
+                Poll::Pending if shared.expect.load(Ordering::Acquire) == ASKED => continue,
                 Poll::Pending => waiting = true,
             }
         }

@@ -185,6 +185,9 @@ impl Future for Serving {
                     Ok(h1::Served::Closed) => return Poll::Ready(Ok(())),
                     Err(e) => return Poll::Ready(Err(e)),
                     Ok(h1::Served::H2 { io, read }) => {
+                        // Whatever the first read held: this connection's requests run in
+                        // tasks of their own and its frames are not request heads.
+                        io.activity().set_h2();
                         let io = TokioIo::new(Upgraded::new(io, read));
                         let mut conn = Box::pin(h2.serve_connection(io, service.clone()));
                         if drain.load(Ordering::Relaxed) {
