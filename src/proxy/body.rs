@@ -22,6 +22,8 @@ pub struct Lease {
     pub server: crate::route::ServerId,
     /// The attempt that answered went out on a kept connection.
     pub reused: bool,
+    /// When the response head arrived.
+    pub answered: tokio::time::Instant,
 }
 
 #[derive(Debug)]

@@ -47,7 +47,7 @@ struct Outgoing<'a> {
 
 /// Forwards the request (`head`, rewritten here for the upstream, and `out`) as `decision`
 /// says; the response head comes back with its body streaming, together with the server that
-/// answered (another than the decision's after a retry). `started`: when the request arrived,
+/// answered (another than the decision's after a retry) and when its head arrived. `started`: when the request arrived,
 /// the start of its `request_timeout`.
 pub async fn forward(
     snap: &Snapshot,
@@ -56,7 +56,7 @@ pub async fn forward(
     out: Outbound,
     ctx: &Arc<ConnContext>,
     started: Instant,
-) -> Result<(Response<RespBody>, ServerId), ProxyError> {
+) -> Result<(Response<RespBody>, ServerId, Instant), ProxyError> {
     let settings = &snap.table.proxy;
     let upgrading = out.client_upgrade.is_some();
     let added = headers::prepare_request(head, ctx, upgrading);
@@ -75,16 +75,16 @@ pub async fn forward(
             .headers
             .insert(headers::X_VEER_POOL.clone(), pool.name_header.clone());
     }
-    let server = lease.server;
+    let (server, answered) = (lease.server, lease.answered);
     if let (true, Some(client)) = (switching, out.client_upgrade) {
         if let Some(upstream) = body.into_upgraded() {
             upgrade::tunnel(client, upstream, lease, Arc::clone(ctx), out.tunnel_log);
         }
         let resp = Response::from_parts(parts, RespBody::fixed(bytes::Bytes::new()));
-        return Ok((resp, server));
+        return Ok((resp, server, answered));
     }
     let resp = Response::from_parts(parts, RespBody::upstream(body, lease));
-    Ok((resp, server))
+    Ok((resp, server, answered))
 }
 
 /// Connection, then the request; a connect failure moves on to the pool's next server, and a
@@ -109,11 +109,11 @@ async fn send(
         reused: false,
     };
     let head_by = started + settings.request_timeout;
-    let attempts = attempt(snap, decision, out, body, &mut current);
     let done = if activity.watch_head_by(head_by) {
         // The connection's watchdog keeps the deadline: a timer registered and removed per
-        // request cost about 700 instructions.
-        let mut attempts = pin!(attempts);
+        // request cost about 700 instructions. (The attempts' future is made in place: made
+        // first and then pinned, it was copied whole.)
+        let mut attempts = pin!(attempt(snap, decision, out, body, &mut current));
         let done = poll_fn(|cx| {
             if activity.head_overdue() {
                 return Poll::Ready(None);
@@ -124,6 +124,7 @@ async fn send(
         activity.clear_head_by();
         done
     } else {
+        let attempts = attempt(snap, decision, out, body, &mut current);
         tokio::time::timeout_at(head_by, attempts).await.ok()
     };
     match done {
@@ -145,12 +146,17 @@ struct Attempt {
 
 impl Attempt {
     fn report(&self, snap: &Snapshot, decision: &Decision, ended: Ended) {
+        self.report_at(snap, decision, ended, Instant::now());
+    }
+
+    /// Reports the attempt as ended at `now`.
+    fn report_at(&self, snap: &Snapshot, decision: &Decision, ended: Ended, now: Instant) {
         let attempt = Outcome {
             route: decision.route,
             pool: decision.pool,
             server: self.server,
             ended,
-            latency: self.started.elapsed(),
+            latency: now.saturating_duration_since(self.started),
             reused: self.reused,
         };
         outcome::report(snap, &attempt);
@@ -215,7 +221,10 @@ async fn attempt(
         current.reused = reused;
         match conn.send(out.head, body, out.added, upgrading).await {
             Ok(mut resp) => {
-                current.report(snap, decision, Ended::Answered(resp.status().as_u16()));
+                // One clock read for the attempt's latency and the request's (`Lease::answered`).
+                let answered = Instant::now();
+                let ended = Ended::Answered(resp.status().as_u16());
+                current.report_at(snap, decision, ended, answered);
                 if !upgrading {
                     resp.body_mut().keep_in(Arc::clone(conns));
                 }
@@ -223,6 +232,7 @@ async fn attempt(
                     flight,
                     server,
                     reused,
+                    answered,
                 };
                 return Ok((resp, lease));
             }

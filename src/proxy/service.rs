@@ -113,13 +113,17 @@ pub async fn handle(
                 client_upgrade,
                 tunnel_log: tunnel_rx,
             };
-            let (resp, server) = forward_decided(&snap, &decision, parts, out, ctx, started).await;
+            let (resp, server, answered) =
+                forward_decided(&snap, &decision, parts, out, ctx, started).await;
             let mirrored = shadow.is_some();
             if let Some(shadow) = shadow {
                 shadow.answered(resp.status());
             }
             if let Some(lane) = snap.lanes.of_pool(decision.route, decision.pool) {
-                lane.served(resp.status().as_u16(), started.elapsed());
+                lane.served(
+                    resp.status().as_u16(),
+                    answered.saturating_duration_since(started),
+                );
             }
             let served = route::Decision { server, ..decision };
             if let Some(record) = access.as_mut() {
@@ -144,7 +148,8 @@ pub async fn handle(
 }
 
 /// Forwards a decided request; adds the sticky cookie to a response, or turns a failure into
-/// its error response. Also returns the server that answered (or was last tried).
+/// its error response. Also returns the server that answered (or was last tried), and when the
+/// answer's head came (or the failure).
 async fn forward_decided(
     snap: &Snapshot,
     decision: &route::Decision,
@@ -152,13 +157,13 @@ async fn forward_decided(
     out: Outbound,
     ctx: &Arc<ConnContext>,
     started: tokio::time::Instant,
-) -> (Response<RespBody>, route::ServerId) {
+) -> (Response<RespBody>, route::ServerId, tokio::time::Instant) {
     match forward::forward(snap, decision, head, out, ctx, started).await {
-        Ok((mut resp, server)) => {
+        Ok((mut resp, server, answered)) => {
             if let Some(cookie) = forward::sticky_cookie(snap, decision, server) {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
-            (resp, server)
+            (resp, server, answered)
         }
         Err(e) => {
             tracing::debug!(
@@ -167,7 +172,11 @@ async fn forward_decided(
                 error = %e,
                 "request failed"
             );
-            (e.to_response(), decision.server)
+            (
+                e.to_response(),
+                decision.server,
+                tokio::time::Instant::now(),
+            )
         }
     }
 }

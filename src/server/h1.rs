@@ -568,8 +568,14 @@ pub async fn serve(
         let http10 = head.version == Version::HTTP_10;
 
         let resp = {
-            let handling = crate::proxy::handle(&state, &ctx, &mut head, body, client_upgrade);
-            let mut answer = pin!(handling);
+            // Made in place: made first and then pinned, the future would be copied whole.
+            let mut answer = pin!(crate::proxy::handle(
+                &state,
+                &ctx,
+                &mut head,
+                body,
+                client_upgrade
+            ));
             poll_fn(|cx| loop {
                 if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
                     return Poll::Ready(Ok::<_, io::Error>(resp));
