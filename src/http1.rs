@@ -22,6 +22,37 @@ const MIN_READ_SPACE: usize = 2 * 1024;
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
+/// Most header maps kept for reuse on one thread.
+const SPARE_MAPS: usize = 64;
+
+thread_local! {
+    /// Header maps whose heads have been written, emptied, kept for the next heads parsed on
+    /// this thread: a map costs two allocations to make and two to free.
+    static SPARE: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty header map with room for `capacity` fields: a spare one when this thread has one.
+pub fn header_map(capacity: usize) -> HeaderMap {
+    match SPARE.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Empties `map` (its values, views of a read buffer, let the buffer go) and keeps it for the
+/// next head parsed on this thread.
+pub fn recycle(mut map: HeaderMap) {
+    map.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(map);
+        }
+    });
+}
+
 /// Reads what `io` has into `buf`. The buffer grows only when it has less than
 /// `MIN_READ_SPACE` left: heads are split off the front of it and frozen (their values are
 /// views of it), so growing it before every read would allocate a fresh buffer per message.
@@ -403,6 +434,19 @@ mod tests {
             Ok(Step::Data(_))
         ));
         assert!(step_chunked(&mut chunk, &mut buf).is_err());
+    }
+
+    #[test]
+    fn a_recycled_map_comes_back_empty_with_its_room() {
+        let mut map = header_map(8);
+        for i in 0..8 {
+            map.append("x-field", HeaderValue::from(i));
+        }
+        let room = map.capacity();
+        recycle(map);
+        let again = header_map(2);
+        assert!(again.is_empty(), "no field of the last head: {again:?}");
+        assert!(again.capacity() >= room, "its room kept");
     }
 
     #[test]

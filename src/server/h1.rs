@@ -600,7 +600,7 @@ pub async fn serve(
             Ok(resp) => resp,
             Err(e) => return Err(e.into()),
         };
-        let (parts, mut body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
         let switching = switch.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS;
         // A request body not read whole by now may never be (a `404` to a large upload, an early
         // `413`): the client is told the connection ends, rather than finding it cut after an
@@ -609,6 +609,7 @@ pub async fn serve(
         let mut keep = keep && settled && !switching && !drain.load(Ordering::Relaxed);
         let mut sending =
             encode_response(&mut out.buf, &parts, &body, head_only, http10, &mut keep);
+        http1::recycle(std::mem::take(&mut parts.headers));
         poll_fn(|cx| poll_send(&shared, cx, &mut out, &mut body, &mut sending, trailers)).await?;
         drop(body);
         if let (true, Some(tx)) = (switching, switch) {

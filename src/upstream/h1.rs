@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{request, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 
@@ -429,7 +429,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let head = buf.split_to(len).freeze();
     // Room for two more: the response side may add `set-cookie` (sticky) and `x-veer-pool`,
     // and a full map grows (reallocates and rehashes) on the next insert.
-    let mut headers = HeaderMap::with_capacity(count + 2);
+    let mut headers = http1::header_map(count + 2);
     let mut keep = version == Version::HTTP_11;
     let (mut chunked, mut length) = (None, None);
     for &(ns, ne, vs, ve) in &spans[..count] {
