@@ -22,6 +22,33 @@ const MIN_READ_SPACE: usize = 2 * 1024;
 /// Longest chunk-size line (with extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
+/// Where a field's name and value lie in its head: name start and end, value start and end.
+/// Offsets within a head of at most `MAX_HEAD` bytes fit in 16 bits.
+pub type Span = (u16, u16, u16, u16);
+
+/// Where each field parsed from `head` lies in it, so that names and values can be sliced from
+/// the head once it is split off its buffer and frozen (the parse borrows the buffer the split
+/// needs). Fills `spans` and returns how many; the fields must lie in the first `MAX_HEAD`
+/// bytes of `head` (a complete head no longer than that).
+pub fn field_spans(
+    head: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut [Span; MAX_HEADERS],
+) -> usize {
+    let base = head.as_ptr() as usize;
+    for (span, field) in spans.iter_mut().zip(fields) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name as u16,
+            (name + field.name.len()) as u16,
+            value as u16,
+            (value + field.value.len()) as u16,
+        );
+    }
+    fields.len().min(MAX_HEADERS)
+}
+
 /// Most header maps kept for reuse on one thread.
 const SPARE_MAPS: usize = 64;
 

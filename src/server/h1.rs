@@ -304,22 +304,13 @@ fn parse_request(buf: &mut BytesMut, parts: &mut request::Parts) -> Result<Optio
     };
     // Where the target and each field lie in the head, so that they can be slices of it once
     // frozen.
-    let base = buf.as_ptr() as usize;
     let target = parsed.path.unwrap_or_default();
-    let target = (target.as_ptr() as usize - base, target.len());
-    // Offsets within a head of at most `MAX_HEAD` bytes fit in 16 bits.
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (
-            name as u16,
-            (name + field.name.len()) as u16,
-            value as u16,
-            (value + field.value.len()) as u16,
-        );
-    }
+    let target = (
+        target.as_ptr() as usize - buf.as_ptr() as usize,
+        target.len(),
+    );
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    let count = http1::field_spans(buf, parsed.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Fault::Bad("invalid request target\n"))?;

@@ -412,20 +412,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         _ => Version::HTTP_11,
     };
     // Where each field lies in the head, so that the values can be slices of it once frozen.
-    let base = buf.as_ptr() as usize;
-    // Offsets within a head of at most `MAX_HEAD` bytes fit in 16 bits.
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (
-            name as u16,
-            (name + field.name.len()) as u16,
-            value as u16,
-            (value + field.value.len()) as u16,
-        );
-    }
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    let count = http1::field_spans(buf, parsed.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     // Room for two more: the response side may add `set-cookie` (sticky) and `x-veer-pool`,
     // and a full map grows (reallocates and rehashes) on the next insert.
