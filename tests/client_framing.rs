@@ -374,3 +374,53 @@ async fn repeated_equal_content_lengths_go_upstream_as_one() {
         assert_eq!(lengths, ["content-length: 5"], "{seen}");
     }
 }
+
+#[tokio::test]
+async fn a_client_gone_mid_answer_frees_the_upstream() {
+    // The upstream sends one chunk, then nothing more; it notes when its body is dropped (its
+    // connection closed by veer).
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    let up = Upstream::with(Arc::new(move |_req| {
+        let guard = Dropped(Arc::clone(&flag));
+        Box::pin(async move {
+            let frames = futures_util::stream::unfold((guard, false), |(guard, sent)| async move {
+                if sent {
+                    std::future::pending::<()>().await;
+                }
+                let frame = Frame::data(Bytes::from_static(b"first"));
+                Some((Ok::<_, hyper::Error>(frame), (guard, true)))
+            });
+            let body: Body = StreamBody::new(frames).boxed();
+            Response::new(body)
+        })
+    }))
+    .await;
+    // Every timer far beyond the wait: only the close can free the upstream.
+    let veer = start_veer(&one_pool(
+        &[up.addr],
+        "[proxy]\nrequest_timeout = \"300s\"\nidle_timeout = \"300s\"",
+    ))
+    .await;
+    let mut s = connect(veer.http_addr).await;
+    s.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    while !String::from_utf8_lossy(&buf).contains("first") {
+        read_more(&mut s, &mut buf).await.expect("the first chunk");
+    }
+    assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+    drop(s);
+    common::eventually(common::IO_TIMEOUT, "the upstream's answer dropped", || {
+        let gone = dropped.load(std::sync::atomic::Ordering::SeqCst);
+        async move { gone }
+    })
+    .await;
+}

@@ -773,6 +773,11 @@ fn poll_send(
             continue;
         }
         if waiting {
+            // A client gone while its answer waits for more (a slow stream, server-sent
+            // events) frees the upstream now rather than at the stall limit.
+            if shared.wire().poll_gone(cx) {
+                return Poll::Ready(Err("the client closed its connection mid-answer".into()));
+            }
             return Poll::Pending;
         }
         return Poll::Ready(Ok(()));
