@@ -26,21 +26,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_VEER_POOL: HeaderName = HeaderName::from_static("x-veer-pool");
 
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and `Upgrade`).
-pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
-    version == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
-        && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// Removes hop-by-hop headers: the fixed list, `upgrade` unless the exchange is an upgrade,
 /// and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -305,10 +290,8 @@ mod tests {
     #[test]
     fn upgrade_is_kept_for_an_upgrade() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade(Version::HTTP_11, &h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        assert!(!is_upgrade(Version::HTTP_2, &map(&[("upgrade", "h2c")])));
     }
 
     #[test]
