@@ -277,3 +277,25 @@ async fn a_lowered_request_timeout_applies_on_a_connection_opened_before_the_cha
     let second = read_some(&mut client).await;
     assert!(second.starts_with("HTTP/1.1 504"), "{second:?}");
 }
+
+#[tokio::test]
+async fn a_pipelined_head_left_unfinished_is_cut_off_by_header_read_timeout() {
+    // The second head arrives with the first request, while it is served, and never ends: the
+    // header timer, not the idle timer, must cut it.
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&config(
+        &up,
+        &format!("header_read_timeout = \"300ms\"\nidle_timeout = {NEVER}"),
+    ))
+    .await;
+    let mut client = connect(veer.http_addr).await;
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHos")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut client, IO_TIMEOUT)
+        .await
+        .expect("the connection is closed by the header timeout");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got:?}");
+}

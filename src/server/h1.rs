@@ -611,10 +611,18 @@ pub async fn serve(
             }
             return Ok(Served::Closed);
         }
-        let finished = shared.wire().finish_body();
+        let (finished, more) = {
+            let mut wire = shared.wire();
+            (wire.finish_body(), !wire.rbuf.is_empty())
+        };
         if !keep || !finished {
             close(&shared, !finished).await;
             return Ok(Served::Closed);
+        }
+        // Bytes of the next head that came while this request was served (pipelined) start the
+        // header timer now: they were read while a request was in flight, which it ignores.
+        if more {
+            ctx.activity.on_read();
         }
     }
 }
