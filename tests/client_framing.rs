@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::requests::{connect, full, Body};
-use common::{one_pool, raw_exchange, read_more, start_veer, Upstream};
+use common::{field, one_pool, raw_exchange, read_head, read_more, start_veer, Upstream};
 use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -27,24 +27,33 @@ async fn path_echo() -> Upstream {
     .await
 }
 
+/// An upstream that answers every request with `parts` as separate frames, its length unsaid.
+async fn streaming(parts: [&'static str; 2]) -> Upstream {
+    Upstream::with(Arc::new(move |_req| {
+        Box::pin(async move {
+            let frames =
+                parts.map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
+            let body: Body = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+            Response::new(body)
+        })
+    }))
+    .await
+}
+
+/// A config routing only `/app…` to `up`: anything else is veer's own `404`.
+fn app_only(up: &Upstream) -> String {
+    format!(
+        "[pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\npath_prefix = \"/app\"\nsplit = {{ app = 1 }}\n",
+        up.addr
+    )
+}
+
 /// Reads one response from `stream` (`buf` keeps what came past it): its head and its body,
 /// framed by `content-length`, by chunks (decoded), or by the close. `None` when the connection
 /// closes before a whole head, or nothing comes for `IO_TIMEOUT`.
 async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        read_more(stream, buf).await?;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let field = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    };
-    buf.drain(..end);
+    let head = read_head(stream, buf).await?;
+    let field = |name: &str| field(&head, name);
     if head.starts_with("HTTP/1.1 1") {
         return Some((head, Vec::new()));
     }
@@ -150,15 +159,7 @@ async fn http10_clients_are_kept_alive_only_when_they_ask() {
 
 #[tokio::test]
 async fn an_http10_client_gets_a_body_of_unknown_length_delimited_by_the_close() {
-    let up = Upstream::with(Arc::new(|_req| {
-        Box::pin(async move {
-            let parts = ["part one, ", "part two"]
-                .map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
-            let body: Body = StreamBody::new(futures_util::stream::iter(parts)).boxed();
-            Response::new(body)
-        })
-    }))
-    .await;
+    let up = streaming(["part one, ", "part two"]).await;
     let veer = start_veer(&one_pool(&[up.addr], "")).await;
     let raw = raw_exchange(veer.http_addr, b"GET / HTTP/1.0\r\nhost: x\r\n\r\n").await;
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
@@ -229,11 +230,7 @@ async fn a_head_whose_body_framing_is_ambiguous_is_400_and_never_forwarded() {
 #[tokio::test]
 async fn a_small_body_the_answer_did_not_need_is_skipped_and_the_connection_kept() {
     let up = Upstream::named("app").await;
-    let config = format!(
-        "[pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\npath_prefix = \"/app\"\nsplit = {{ app = 1 }}\n",
-        up.addr
-    );
-    let veer = start_veer(&config).await;
+    let veer = start_veer(&app_only(&up)).await;
     let mut s = connect(veer.http_addr).await;
     // No route: answered 404 without the body being read.
     s.write_all(b"POST /elsewhere HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\nhello world")
@@ -272,11 +269,7 @@ async fn a_client_that_is_not_speaking_http_gets_400_and_the_listener_serves_on(
 #[tokio::test]
 async fn an_answer_before_a_large_upload_is_read_says_the_connection_ends() {
     let up = Upstream::named("app").await;
-    let config = format!(
-        "[pools.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"web\"\npath_prefix = \"/app\"\nsplit = {{ app = 1 }}\n",
-        up.addr
-    );
-    let veer = start_veer(&config).await;
+    let veer = start_veer(&app_only(&up)).await;
     let mut s = connect(veer.http_addr).await;
     // No route: answered 404 while most of the 4 MiB body is still to come.
     let size = 4 << 20;
@@ -315,15 +308,7 @@ async fn an_answer_before_a_large_upload_is_read_says_the_connection_ends() {
 
 #[tokio::test]
 async fn a_head_answer_without_a_length_gets_none_added() {
-    let up = Upstream::with(Arc::new(|_req| {
-        Box::pin(async move {
-            let parts = ["some", " body"]
-                .map(|p| Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(p.as_bytes()))));
-            let body: Body = StreamBody::new(futures_util::stream::iter(parts)).boxed();
-            Response::new(body)
-        })
-    }))
-    .await;
+    let up = streaming(["some", " body"]).await;
     let veer = start_veer(&one_pool(&[up.addr], "")).await;
     let raw = raw_exchange(
         veer.http_addr,

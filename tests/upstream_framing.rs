@@ -9,7 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use common::{client, get, read_more, request, send, start_veer, within, IO_TIMEOUT};
+use common::{
+    client, field, get, read_head, read_more, request, send, start_veer, within, IO_TIMEOUT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -87,34 +89,23 @@ impl Scripted {
 /// its body's raw bytes, framed by `content-length` or chunked (up to the last chunk). None
 /// when the peer closes, or sends nothing for `IO_TIMEOUT`.
 async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        read_more(stream, buf).await?;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let field = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    };
+    let head = read_head(stream, buf).await?;
+    let field = |name: &str| field(&head, name);
     let body_end = if field("transfer-encoding").as_deref() == Some("chunked") {
         loop {
-            if let Some(at) = buf[end..].windows(5).position(|w| w == b"0\r\n\r\n") {
-                break end + at + 5;
+            if let Some(at) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                break at + 5;
             }
             read_more(stream, buf).await?;
         }
     } else {
         let length: usize = field("content-length").map_or(0, |v| v.parse().unwrap());
-        while buf.len() < end + length {
+        while buf.len() < length {
             read_more(stream, buf).await?;
         }
-        end + length
+        length
     };
-    let body = buf[end..body_end].to_vec();
+    let body = buf[..body_end].to_vec();
     buf.drain(..body_end);
     Some((head, body))
 }

@@ -29,8 +29,8 @@ pub use self::config::{child_toml, one_pool, start_veer, two_pools};
 pub use self::metrics::{metric, metric_or_panic};
 pub use self::process::{output_within, signal, veer_cmd, TempDir, VeerProcess};
 pub use self::requests::{
-    client, closes_within, full, get, raw_exchange, raw_until, read_more, request, send,
-    streaming_body, tally, Body, Got,
+    client, closes_within, field, full, get, raw_exchange, raw_until, read_head, read_more,
+    request, send, streaming_body, tally, Body, Got,
 };
 pub use self::upstream::{refused_addr, ws_echo, Gate, Log, Received, Refused, Upstream, WsEcho};
 

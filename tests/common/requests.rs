@@ -205,6 +205,28 @@ pub async fn closes_within(s: &mut (impl tokio::io::AsyncRead + Unpin), within: 
     read_until_closed(s, within).await.is_some()
 }
 
+/// Reads a message head from `stream` (`buf` holds what came past the last message) and takes
+/// it out of `buf`; None when the peer closes, or sends nothing for `IO_TIMEOUT`.
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        read_more(stream, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    Some(head)
+}
+
+/// A field's value in a head, by case-insensitive name.
+pub fn field(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
 /// Appends what the peer sends next to `buf`; None when it closes, fails, or sends nothing for
 /// `IO_TIMEOUT`. For servers written byte by byte in tests.
 pub async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
