@@ -364,13 +364,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 }
 
-/// A client's request body, as its connection reads it: nothing, veer's HTTP/1.1 server's
-/// body, or hyper's HTTP/2 stream.
+/// A client's request body, as its connection reads it: nothing, or the body of a request to
+/// veer's HTTP/1.1 or HTTP/2 server.
 #[derive(Debug)]
 pub enum ClientBody {
     Empty,
     H1(crate::server::h1::RequestBody),
-    H2(hyper::body::Incoming),
+    H2(crate::server::h2::RequestBody),
 }
 
 impl Body for ClientBody {
@@ -384,7 +384,7 @@ impl Body for ClientBody {
         match self.get_mut() {
             ClientBody::Empty => Poll::Ready(None),
             ClientBody::H1(body) => Pin::new(body).poll_frame(cx),
-            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx),
         }
     }
 

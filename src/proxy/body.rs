@@ -62,6 +62,14 @@ impl RespBody {
         }
     }
 
+    /// The length of a fixed body (veer's own answers), whose head says none.
+    pub fn fixed_len(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Fixed(bytes) => Some(bytes.as_ref().map_or(0, Bytes::len)),
+            Kind::Upstream { .. } => None,
+        }
+    }
+
     pub fn with_guard(mut self, guard: RequestGuard) -> Self {
         self.request = Some(guard);
         self

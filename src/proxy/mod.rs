@@ -1,4 +1,4 @@
-//! One request's I/O: a hyper service (error type `Infallible`) that loads the table snapshot
+//! One request's I/O: `handle` (called by both servers, never failing) loads the table snapshot
 //! once, asks `route::decide`, forwards over `upstream`, and streams the answer back. Every
 //! failure becomes a response in `error`, the one map from failure to status.
 
@@ -12,4 +12,4 @@ pub mod upgrade;
 
 pub use body::RespBody;
 pub use error::ProxyError;
-pub use service::{handle, ProxyService};
+pub use service::handle;

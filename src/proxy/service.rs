@@ -1,14 +1,10 @@
-//! The hyper service for one client connection: load the snapshot once, build the borrowed
+//! One request, whichever server read it: load the snapshot once, build the borrowed
 //! `RequestView`, decide, forward, and add the response-side rules (sticky cookie). Never fails:
 //! every error is already a response.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{header, Response, StatusCode};
 
 use crate::conn::{ClientBody, ConnContext};
 use crate::mirror;
@@ -21,33 +17,6 @@ use crate::route::{self, Refusal, RequestView};
 use crate::server::h1::ClientUpgrade;
 use crate::state::{Snapshot, State};
 use crate::upstream::ReqBody;
-
-#[derive(Debug, Clone)]
-pub struct ProxyService {
-    state: Arc<State>,
-    ctx: Arc<ConnContext>,
-}
-
-impl ProxyService {
-    pub fn new(state: Arc<State>, ctx: Arc<ConnContext>) -> Self {
-        Self { state, ctx }
-    }
-}
-
-impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<RespBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let state = Arc::clone(&self.state);
-        let ctx = Arc::clone(&self.ctx);
-        Box::pin(async move {
-            let (mut head, body) = req.into_parts();
-            Ok(handle(&state, &ctx, &mut head, ClientBody::H2(body), None).await)
-        })
-    }
-}
 
 /// Serves one request (its head lent: the connection's, rewritten here for the upstream, and its
 /// body), whichever protocol its connection speaks: the answer, with its body to stream. `client_upgrade`: the request asks to switch protocols (HTTP/1.1), and this is its

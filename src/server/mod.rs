@@ -1,9 +1,11 @@
 //! Listeners and client connections: `SO_REUSEPORT` binding, the accept loop, the connection
 //! limit, each connection's idle and header-read watchdog, and the graceful drain on shutdown.
 //! HTTP/1.1 is served by veer's own server (`h1`), HTTP/2 (prior knowledge, or `h2` by ALPN) by
-//! hyper's. Knows nothing of routing: each request goes to `proxy::handle`.
+//! `h2`, which the HTTP/1.1 server hands a client that opens with the HTTP/2 preface. Knows
+//! nothing of routing: each request goes to `proxy::handle`.
 
 pub mod h1;
+pub mod h2;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +19,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -28,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{ConnContext, Timers, Verdict, WatchedIo};
 use crate::http1::Upgraded;
-use crate::proxy::{ProxyError, ProxyService, RespBody};
+use crate::proxy::{ProxyError, RespBody};
 use crate::state::State;
 use crate::telemetry::Throttled;
 use crate::upstream::{BodyError, Io};
@@ -107,14 +108,11 @@ pub async fn serve(
 
 #[derive(Clone)]
 struct Builders {
-    h2: Arc<http2::Builder<TokioExecutor>>,
     refusing: Arc<auto::Builder<TokioExecutor>>,
 }
 
 impl Builders {
     fn new() -> Self {
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.max_concurrent_streams(256);
         let mut refusing = auto::Builder::new(TokioExecutor::new());
         refusing
             .http1()
@@ -122,49 +120,50 @@ impl Builders {
             .max_buf_size(MAX_HEAD_BYTES)
             .keep_alive(false);
         Self {
-            h2: Arc::new(h2),
             refusing: Arc::new(refusing),
         }
     }
 }
 
-/// A client connection being served: HTTP/1.1 by veer's server (which hands a client that
-/// opens with the HTTP/2 preface over), or HTTP/2 by hyper's.
+/// A client connection being served: HTTP/1.1 (the server hands a client that opens with the
+/// HTTP/2 preface over), or HTTP/2.
 enum Serving {
     H1 {
         conn: Pin<Box<dyn Future<Output = Result<h1::Served, BodyError>> + Send>>,
-        drain: Arc<AtomicBool>,
-        h2: Arc<http2::Builder<TokioExecutor>>,
-        service: ProxyService,
-    },
-    H2(Pin<Box<H2Conn>>),
-}
-
-type H2Conn = http2::Connection<TokioIo<Upgraded<WatchedIo<Io>>>, ProxyService, TokioExecutor>;
-
-impl Serving {
-    fn new(
-        io: WatchedIo<Io>,
         state: Arc<State>,
         ctx: Arc<ConnContext>,
-        builders: &Builders,
-    ) -> Self {
+        drain: Arc<AtomicBool>,
+    },
+    H2 {
+        conn: Pin<Box<dyn Future<Output = Result<(), BodyError>> + Send>>,
+        drain: Arc<AtomicBool>,
+    },
+}
+
+impl Serving {
+    fn new(io: WatchedIo<Io>, state: Arc<State>, ctx: Arc<ConnContext>) -> Self {
         // A client that chose `h2` by ALPN opens with the preface like one with prior knowledge.
-        let service = ProxyService::new(Arc::clone(&state), Arc::clone(&ctx));
         let drain = Arc::new(AtomicBool::new(false));
         Serving::H1 {
-            conn: Box::pin(h1::serve(io, state, ctx, Arc::clone(&drain))),
+            conn: Box::pin(h1::serve(
+                io,
+                Arc::clone(&state),
+                Arc::clone(&ctx),
+                Arc::clone(&drain),
+            )),
+            state,
+            ctx,
             drain,
-            h2: Arc::clone(&builders.h2),
-            service,
         }
     }
 
-    /// Ends the connection once the requests in hand are answered.
+    /// Ends the connection once the requests in hand are answered. Both servers look at the
+    /// flag each time they are polled, and the connection's task polls them next.
     fn graceful_shutdown(&mut self) {
         match self {
-            Serving::H1 { drain, .. } => drain.store(true, Ordering::Relaxed),
-            Serving::H2(conn) => conn.as_mut().graceful_shutdown(),
+            Serving::H1 { drain, .. } | Serving::H2 { drain, .. } => {
+                drain.store(true, Ordering::Relaxed)
+            }
         }
     }
 }
@@ -178,25 +177,28 @@ impl Future for Serving {
             match this {
                 Serving::H1 {
                     conn,
+                    state,
+                    ctx,
                     drain,
-                    h2,
-                    service,
                 } => match std::task::ready!(conn.as_mut().poll(cx)) {
                     Ok(h1::Served::Closed) => return Poll::Ready(Ok(())),
                     Err(e) => return Poll::Ready(Err(e)),
                     Ok(h1::Served::H2 { io, read }) => {
-                        // Whatever the first read held: this connection's requests run in
-                        // tasks of their own and its frames are not request heads.
+                        // Whatever the first read held: this connection's requests keep their
+                        // own deadlines and its frames are not request heads.
                         io.activity().set_h2();
-                        let io = TokioIo::new(Upgraded::new(io, read));
-                        let mut conn = Box::pin(h2.serve_connection(io, service.clone()));
-                        if drain.load(Ordering::Relaxed) {
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        *this = Serving::H2(conn);
+                        let io = Upgraded::new(io, read);
+                        let conn = Box::pin(h2::serve(
+                            io,
+                            Arc::clone(state),
+                            Arc::clone(ctx),
+                            Arc::clone(drain),
+                        ));
+                        let drain = Arc::clone(drain);
+                        *this = Serving::H2 { conn, drain };
                     }
                 },
-                Serving::H2(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
+                Serving::H2 { conn, .. } => return conn.as_mut().poll(cx),
             }
         }
     }
@@ -274,7 +276,7 @@ impl Conn {
             header: settings.header_read_timeout,
             stall: settings.request_timeout.max(settings.idle_timeout),
         };
-        let mut conn = Serving::new(io, Arc::clone(&state), Arc::clone(&ctx), &builders);
+        let mut conn = Serving::new(io, Arc::clone(&state), Arc::clone(&ctx));
         let opened = Instant::now();
         // The watchdog also keeps each HTTP/1.1 request's `request_timeout` (conn::Activity::
         // watch_head_by), so it never sleeps longer than that: a request that starts while it

@@ -1,0 +1,269 @@
+//! veer's HTTP/2 server: the `h2` crate's connection (framing, HPACK, flow control, stream
+//! states), with every stream's exchange driven by the connection's own task. A stream costs no
+//! task of its own and no cross-task wake-up: its exchange (`proxy::handle`, then the answer's
+//! body piped into the stream) is one future among the connection's, polled when its own waker
+//! fires, and the frames it queues go out on the connection's next write.
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{header, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::conn::{ClientBody, ConnContext, WatchedIo};
+use crate::http1::{parse_length, Upgraded};
+use crate::proxy::{handle, RespBody};
+use crate::state::State;
+use crate::upstream::{BodyError, Io};
+
+/// Most streams one client may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Each stream's and the connection's receive window: room for a client's upload to run ahead
+/// of the upstream by this much.
+const WINDOW: u32 = 1024 * 1024;
+/// The largest header list a client may send (the decoded request head, as `MAX_HEAD` bounds
+/// an HTTP/1.1 one).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// How much of a stream's answer may wait in the connection's send buffer for the client's
+/// window before the answer's body is read further.
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Streams a client may make fail (malformed, refused) before the connection is closed.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The connection of a client that sent the HTTP/2 preface (`io`, with what was read of it
+/// already), served until the client or the drain closes it. `drain` turning true sends
+/// `GOAWAY` and lets the streams in hand finish.
+pub async fn serve(
+    io: Upgraded<WatchedIo<Io>>,
+    state: Arc<State>,
+    ctx: Arc<ConnContext>,
+    drain: Arc<AtomicBool>,
+) -> Result<(), BodyError> {
+    let mut conn = h2::server::Builder::new()
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let (state, ctx) = (&*state, &ctx);
+    let mut exchanges = FuturesUnordered::new();
+    let mut shut = false;
+    poll_fn(|cx| loop {
+        if !shut && drain.load(Ordering::Relaxed) {
+            conn.graceful_shutdown();
+            shut = true;
+        }
+        // The exchanges first, so that the frames they queue go out with this poll's write.
+        while let Poll::Ready(Some(())) = exchanges.poll_next_unpin(cx) {}
+        match conn.poll_accept(cx) {
+            Poll::Ready(Some(Ok((req, respond)))) => {
+                exchanges.push(Box::pin(exchange(req, respond, state, ctx)));
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+            // The connection is over: an exchange still waiting on its upstream is dropped
+            // (its access log says 499), its upstream connection freed.
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// One stream: its request through `proxy::handle`, then the answer into the stream. A client
+/// that resets the stream ends the exchange wherever it stands.
+async fn exchange(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    state: &State,
+    ctx: &Arc<ConnContext>,
+) {
+    let (mut head, recv) = req.into_parts();
+    let body = ClientBody::H2(RequestBody::new(recv, &head.headers));
+    let answer = {
+        let mut handling = pin!(handle(state, ctx, &mut head, body, None));
+        poll_fn(|cx| {
+            if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            // Reset by the client (or the connection gone): the answer is not wanted.
+            respond.poll_reset(cx).map(|_| None)
+        })
+        .await
+    };
+    let Some(resp) = answer else {
+        tracing::debug!(client = %ctx.peer, "stream reset before its answer");
+        return;
+    };
+    let (mut parts, body) = resp.into_parts();
+    // An upstream's answer keeps its own framing fields; veer's own says its length.
+    if let Some(n) = body.fixed_len() {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    // An answer to HEAD has no content, whatever its fields say (RFC 9110 §9.3.2).
+    let end = body.is_end_stream() || head.method == http::Method::HEAD;
+    match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(send) if !end => pipe(body, send).await,
+        Ok(_) => {}
+        Err(e) => {
+            // A head h2 refuses (a field HTTP/2 forbids), or the stream already gone.
+            tracing::debug!(client = %ctx.peer, error = %e, "answer not sent");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+        }
+    }
+}
+
+/// Streams an answer's body into its stream. The next chunk is read only once h2 has taken the
+/// last: a chunk larger than the client's window waits in h2's buffer (bounded by
+/// `MAX_SEND_BUFFER`) and the stream's capacity stays 0 until it is sent, so a slow client holds
+/// back the upstream instead of filling veer's memory. Capacity is claimed only for a chunk in
+/// hand, never ahead of one, so that an idle stream pins none of the connection's window.
+async fn pipe(mut body: RespBody, mut send: SendStream<Bytes>) {
+    let mut waiting: Option<(Bytes, bool)> = None;
+    let ended = poll_fn(|cx| loop {
+        if let Poll::Ready(reset) = send.poll_reset(cx) {
+            return Poll::Ready(Err(match reset {
+                Ok(reason) => Cut::Reset(reason),
+                Err(e) => Cut::Stream(e),
+            }));
+        }
+        if let Some((chunk, last)) = waiting.take() {
+            while send.capacity() == 0 {
+                match send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Cut::Stream(e))),
+                    Poll::Ready(None) => return Poll::Ready(Err(Cut::Closed)),
+                    Poll::Pending => {
+                        waiting = Some((chunk, last));
+                        return Poll::Pending;
+                    }
+                }
+            }
+            send.send_data(chunk, last).map_err(Cut::Stream)?;
+            if last {
+                return Poll::Ready(Ok(()));
+            }
+            continue;
+        }
+        match ready!(Pin::new(&mut body).poll_frame(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => {
+                    let last = body.is_end_stream();
+                    if chunk.is_empty() {
+                        // Needs no window: an empty last chunk ends the stream at once.
+                        if last {
+                            return Poll::Ready(send.send_data(chunk, true).map_err(Cut::Stream));
+                        }
+                        continue;
+                    }
+                    send.reserve_capacity(1);
+                    waiting = Some((chunk, last));
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        send.reserve_capacity(0);
+                        return Poll::Ready(send.send_trailers(trailers).map_err(Cut::Stream));
+                    }
+                }
+            },
+            Some(Err(e)) => {
+                send.send_reset(Reason::INTERNAL_ERROR);
+                return Poll::Ready(Err(Cut::Body(e)));
+            }
+            None => return Poll::Ready(send.send_data(Bytes::new(), true).map_err(Cut::Stream)),
+        }
+    })
+    .await;
+    if let Err(cut) = ended {
+        tracing::debug!(error = %cut, "answer cut short");
+    }
+}
+
+/// Why an answer's body did not reach its stream whole.
+#[derive(Debug, thiserror::Error)]
+enum Cut {
+    #[error("client reset the stream ({0})")]
+    Reset(Reason),
+    #[error("stream failed: {0}")]
+    Stream(h2::Error),
+    #[error("stream closed")]
+    Closed,
+    #[error("upstream's body failed: {0}")]
+    Body(BodyError),
+}
+
+/// A request's body as its stream delivers it. Each chunk taken gives its bytes back to the
+/// client's window, so that the client may send more.
+#[derive(Debug)]
+pub struct RequestBody {
+    recv: RecvStream,
+    /// What the `content-length` promises is still to come.
+    left: Option<u64>,
+    /// DATA is over; trailers (if any) are next.
+    data_done: bool,
+}
+
+impl RequestBody {
+    fn new(recv: RecvStream, headers: &http::HeaderMap) -> Self {
+        let left = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| parse_length(v.as_bytes()));
+        Self {
+            recv,
+            left,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut this.left {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
