@@ -99,7 +99,12 @@ fn remove_listed(headers: &mut HeaderMap, value: &HeaderValue) {
 /// (never a host, and never to be forwarded or logged).
 pub fn host_of(authority: &http::uri::Authority) -> &str {
     let text = authority.as_str();
-    text.rsplit_once('@').map_or(text, |(_, host)| host)
+    // A byte scan: `rsplit_once` sets up a UTF-8 searcher for the one ASCII byte, which cost
+    // more than the scan of a short authority.
+    match text.bytes().rposition(|b| b == b'@') {
+        Some(at) => &text[at + 1..],
+        None => text,
+    }
 }
 
 /// The fields veer adds to a request on its way upstream. They are written after the request's
@@ -247,6 +252,15 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn the_host_of_an_authority_leaves_out_its_userinfo() {
+        let of = |a: &'static str| host_of(&http::uri::Authority::from_static(a)).to_string();
+        assert_eq!(of("example.com:8080"), "example.com:8080");
+        assert_eq!(of("user:pw@example.com:8080"), "example.com:8080");
+        assert_eq!(of("user@[::1]:80"), "[::1]:80");
+        assert_eq!(of("example.com"), "example.com");
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub async fn serve(
         while let Poll::Ready(Some(())) = exchanges.poll_next_unpin(cx) {}
         match conn.poll_accept(cx) {
             Poll::Ready(Some(Ok((req, respond)))) => {
-                exchanges.push(Box::pin(exchange(req, respond, state, ctx)));
+                // Pinned in the set's own node: one allocation per stream.
+                exchanges.push(exchange(req, respond, state, ctx));
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
             // The connection is over: an exchange still waiting on its upstream is dropped
