@@ -409,3 +409,39 @@ async fn a_client_gone_mid_answer_frees_the_upstream() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connect_is_501_and_the_connection_closes_before_any_tunnel_bytes() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    // A client may send its tunnel's first bytes right behind the head: never read as a request.
+    let raw = raw_exchange(
+        veer.http_addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n\x16\x03\x01\x00",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 501"), "{raw:?}");
+    assert!(raw.contains("connection: close"), "{raw:?}");
+    assert!(
+        raw.ends_with("CONNECT is not supported: veer is a reverse proxy\n"),
+        "{raw:?}"
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_http10_request_asking_to_upgrade_is_served_as_a_plain_request() {
+    // HTTP/1.0 has no protocol switch (RFC 9110 §7.8): its `Upgrade` is a hop-by-hop field.
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let raw = raw_exchange(
+        veer.http_addr,
+        b"GET /ws HTTP/1.0\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}");
+    assert!(raw.ends_with("app\n"), "{raw:?}");
+    let seen = up.headers();
+    assert!(!seen.contains_key("upgrade"), "{seen:?}");
+    assert!(!seen.contains_key("connection"), "{seen:?}");
+}

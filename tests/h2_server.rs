@@ -311,3 +311,30 @@ async fn veers_own_answer_says_its_length_and_a_head_answer_has_no_content() {
         }
     }
 }
+
+#[tokio::test]
+async fn connect_is_501() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let (client, _closed) = h2c(veer.http_addr).await;
+    let mut client = common::within(IO_TIMEOUT, "ready", client.ready())
+        .await
+        .unwrap();
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("example.com:443")
+        .body(())
+        .unwrap();
+    let (answer, _tunnel) = client.send_request(req, false).unwrap();
+    let resp = common::within(IO_TIMEOUT, "the answer", answer)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 501);
+    assert_eq!(up.hits(), 0);
+    // The connection serves on.
+    let (answer, _) = client.send_request(get("/after"), true).unwrap();
+    let resp = common::within(IO_TIMEOUT, "the next answer", answer)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

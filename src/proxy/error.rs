@@ -9,6 +9,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::proxy::body::RespBody;
 use crate::upstream::{h1, BodyError, ConnectError};
 
+/// What a `CONNECT` is answered (`501`, over HTTP/1.1 and HTTP/2 alike).
+pub const NO_CONNECT: &str = "CONNECT is not supported: veer is a reverse proxy\n";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches the request")]
@@ -27,6 +30,8 @@ pub enum ProxyError {
     ClientBody(#[source] BodyError),
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl ProxyError {
@@ -39,6 +44,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -50,7 +56,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) => "bad gateway\n",
             ProxyError::Timeout(_) => "gateway timeout\n",
             ProxyError::ClientBody(_) => "bad request\n",
-            ProxyError::BadRequest(why) => why,
+            ProxyError::BadRequest(why) | ProxyError::NotImplemented(why) => why,
         }
     }
 

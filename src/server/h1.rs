@@ -133,6 +133,8 @@ enum Fault {
     TooLarge,
     /// `505`: not HTTP/1.0 or HTTP/1.1.
     Version,
+    /// `501`: a method veer does not serve (`CONNECT`: veer is no forward proxy).
+    NotImplemented(&'static str),
     Io(io::Error),
 }
 
@@ -298,6 +300,10 @@ fn parse_request(buf: &mut BytesMut, parts: &mut request::Parts) -> Result<Optio
     };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| Fault::Bad("invalid method\n"))?;
+    // A tunnel's bytes may follow the head at once: the answer closes the connection.
+    if method == Method::CONNECT {
+        return Err(Fault::NotImplemented(crate::proxy::error::NO_CONNECT));
+    }
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -516,6 +522,10 @@ pub async fn serve(
                 let why = "HTTP version not supported\n";
                 let status = StatusCode::HTTP_VERSION_NOT_SUPPORTED;
                 refuse(&shared, &mut out, status, why).await;
+                return Ok(Served::Closed);
+            }
+            Err(Fault::NotImplemented(why)) => {
+                refuse(&shared, &mut out, StatusCode::NOT_IMPLEMENTED, why).await;
                 return Ok(Served::Closed);
             }
         };

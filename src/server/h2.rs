@@ -14,12 +14,13 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
 use crate::http1::{parse_length, Upgraded};
-use crate::proxy::{handle, RespBody};
+use crate::proxy::error::NO_CONNECT;
+use crate::proxy::{handle, ProxyError, RespBody};
 use crate::state::State;
 use crate::upstream::{BodyError, Io};
 
@@ -89,8 +90,10 @@ async fn exchange(
     ctx: &Arc<ConnContext>,
 ) {
     let (mut head, recv) = req.into_parts();
-    let body = ClientBody::H2(RequestBody::new(recv, &head.headers));
-    let answer = {
+    let answer = if head.method == Method::CONNECT {
+        Some(ProxyError::NotImplemented(NO_CONNECT).to_response())
+    } else {
+        let body = ClientBody::H2(RequestBody::new(recv, &head.headers));
         let mut handling = pin!(handle(state, ctx, &mut head, body, None));
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
@@ -113,7 +116,7 @@ async fn exchange(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     // An answer to HEAD has no content, whatever its fields say (RFC 9110 §9.3.2).
-    let end = body.is_end_stream() || head.method == http::Method::HEAD;
+    let end = body.is_end_stream() || head.method == Method::HEAD;
     match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(send) if !end => pipe(body, send).await,
         Ok(_) => {}
