@@ -59,26 +59,47 @@ pub async fn serve(
     let (state, ctx) = (&*state, &ctx);
     let mut exchanges = FuturesUnordered::new();
     let mut shut = false;
-    poll_fn(|cx| loop {
-        if !shut && drain.load(Ordering::Relaxed) {
-            conn.graceful_shutdown();
-            shut = true;
-        }
-        // The exchanges first, so that the frames they queue go out with this poll's write.
-        while let Poll::Ready(Some(())) = exchanges.poll_next_unpin(cx) {}
-        match conn.poll_accept(cx) {
-            Poll::Ready(Some(Ok((req, respond)))) => {
-                // Pinned in the set's own node: one allocation per stream.
-                exchanges.push(exchange(req, respond, state, ctx));
+    let mut yielded = false;
+    loop {
+        let next = poll_fn(|cx| loop {
+            if !shut && drain.load(Ordering::Relaxed) {
+                conn.graceful_shutdown();
+                shut = true;
             }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
-            // The connection is over: an exchange still waiting on its upstream is dropped
-            // (its access log says 499), its upstream connection freed.
-            Poll::Ready(None) => return Poll::Ready(Ok(())),
-            Poll::Pending => return Poll::Pending,
+            let mut answered = false;
+            while let Poll::Ready(Some(())) = exchanges.poll_next_unpin(cx) {
+                answered = true;
+            }
+            // Answers are written when the connection is next driven. Each write wakes the
+            // client, and on another core that wake-up costs more than the write: so the
+            // write waits for the runtime's next look at the sockets, and carries every answer
+            // whose upstream has spoken by then.
+            if answered && !yielded {
+                return Poll::Ready(None);
+            }
+            yielded = false;
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    // Pinned in the set's own node: one allocation per stream.
+                    exchanges.push(exchange(req, respond, state, ctx));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                // The connection is over: an exchange still waiting on its upstream is dropped
+                // (its access log says 499), its upstream connection freed.
+                Poll::Ready(None) => return Poll::Ready(Some(Ok(()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await;
+        match next {
+            Some(done) => return done,
+            None => {
+                // Polled again once the runtime has looked at its sockets.
+                tokio::task::yield_now().await;
+                yielded = true;
+            }
         }
-    })
-    .await
+    }
 }
 
 /// One stream: its request through `proxy::handle`, then the answer into the stream. A client
