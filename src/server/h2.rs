@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
-use crate::http1::{parse_length, Upgraded};
+use crate::http1::{self, parse_length, Upgraded};
 use crate::proxy::error::NO_CONNECT;
 use crate::proxy::{handle, ProxyError, RespBody};
 use crate::state::State;
@@ -129,6 +129,9 @@ async fn exchange(
         tracing::debug!(client = %ctx.peer, "stream reset before its answer");
         return;
     };
+    // The request's header map is done with: the next answer read from an upstream on this
+    // thread takes it, where h2 keeps the answer's own.
+    http1::recycle(std::mem::take(&mut head.headers));
     let (mut parts, body) = resp.into_parts();
     // An upstream's answer keeps its own framing fields; veer's own says its length.
     if let Some(n) = body.fixed_len() {
