@@ -1,8 +1,9 @@
 //! veer's HTTP/2 server, driven by an `h2` client so that each frame is the test's to send:
 //! bodies larger than both sides' windows in both directions, many streams at once on one
 //! connection, a stream reset before and during its answer (the upstream connection is let go
-//! at once, not at a timeout), the upstream's trailers, and the drain (`GOAWAY`, the streams in
-//! hand finished, then the connection closed).
+//! at once, not at a timeout) and one reset in the same write as its HEADERS (never forwarded),
+//! the upstream's trailers, split cookie fields, HEAD and CONNECT, the drain (`GOAWAY`, the
+//! streams in hand finished, then the connection closed) and the idle close (`GOAWAY` first).
 
 mod common;
 
@@ -95,6 +96,39 @@ async fn raw_upstream(answer: &'static [u8]) -> (SocketAddr, mpsc::UnboundedRece
                     }
                 }
                 let _ = tx.send(Seen::Closed);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A keep-alive HTTP/1.1 upstream that answers every head on a connection with `answer` and
+/// reports each head's first line (only bodiless requests are sent to it).
+async fn keepalive_upstream(
+    answer: &'static [u8],
+) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
             });
         }
     });
@@ -337,4 +371,127 @@ async fn connect_is_501() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stream_reset_in_the_same_write_as_its_headers_is_never_sent_upstream() {
+    let (up, mut heads) =
+        keepalive_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    let veer = start_veer(&one_pool(&[up], "")).await;
+    let (client, _closed) = h2c(veer.http_addr).await;
+    let mut client = common::within(IO_TIMEOUT, "ready", client.ready())
+        .await
+        .unwrap();
+    let ask = |client: &mut SendRequest<Bytes>, path: &str| {
+        let (answer, _) = client.send_request(get(path), true).unwrap();
+        async move {
+            let resp = common::within(IO_TIMEOUT, "an answer", answer)
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    };
+    // A kept upstream connection in the pool: the first poll of a request would write it.
+    ask(&mut client, "/warm").await;
+    for i in 0..5 {
+        let mut c = common::within(IO_TIMEOUT, "ready", client.clone().ready())
+            .await
+            .unwrap();
+        // HEADERS and RST_STREAM are queued before the client's connection task writes.
+        let (_answer, mut stream) = c.send_request(get(&format!("/reset-{i}")), true).unwrap();
+        stream.send_reset(Reason::CANCEL);
+        tokio::task::yield_now().await;
+    }
+    // Frames are handled in order: by this answer, a reset stream would have been forwarded.
+    ask(&mut client, "/after").await;
+    let mut reached = Vec::new();
+    while let Ok(head) = heads.try_recv() {
+        reached.push(head.lines().next().unwrap_or_default().to_string());
+    }
+    assert_eq!(reached, ["GET /warm HTTP/1.1", "GET /after HTTP/1.1"]);
+}
+
+#[tokio::test]
+async fn split_cookie_fields_reach_the_upstream_as_one() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let (client, _closed) = h2c(veer.http_addr).await;
+    let mut client = common::within(IO_TIMEOUT, "ready", client.ready())
+        .await
+        .unwrap();
+    let req = Request::get("http://veer.test/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let resp = common::within(IO_TIMEOUT, "the answer", answer)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = up.headers();
+    let cookies: Vec<_> = seen.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+}
+
+#[tokio::test]
+async fn trailers_with_a_connection_field_still_end_a_whole_answer() {
+    let (up, _heads) = keepalive_upstream(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+          4\r\nbody\r\n0\r\nx-sum: 42\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let veer = start_veer(&one_pool(&[up], "")).await;
+    let (client, _closed) = h2c(veer.http_addr).await;
+    let mut client = common::within(IO_TIMEOUT, "ready", client.ready())
+        .await
+        .unwrap();
+    let (answer, _) = client.send_request(get("/t"), true).unwrap();
+    let exchange = async {
+        let resp = answer.await.unwrap();
+        let mut body = resp.into_body();
+        let got = read_all(&mut body).await;
+        (got, body.trailers().await.expect("trailers, not a reset"))
+    };
+    let (got, trailers) = common::within(IO_TIMEOUT, "the answer", exchange).await;
+    assert_eq!(got, b"body");
+    let trailers = trailers.expect("trailers");
+    assert_eq!(trailers["x-sum"], "42");
+    assert!(!trailers.contains_key("connection"));
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_told_goaway_before_it_is_closed() {
+    let up = Upstream::named("app").await;
+    let veer = start_veer(&one_pool(
+        &[up.addr],
+        "[proxy]\nidle_timeout = \"300ms\"\nheader_read_timeout = \"1s\"",
+    ))
+    .await;
+    // A client written frame by frame: the preface and empty SETTINGS, then nothing (it never
+    // answers the server's PING either), reading every frame until the server closes.
+    let mut s = common::within(IO_TIMEOUT, "connect", TcpStream::connect(veer.http_addr))
+        .await
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    common::within(IO_TIMEOUT, "the server closes", s.read_to_end(&mut bytes))
+        .await
+        .expect("read until the close");
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    const GOAWAY: u8 = 0x7;
+    assert!(
+        types.contains(&GOAWAY),
+        "frames before the close: {types:?}"
+    );
 }

@@ -165,13 +165,19 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     }
     // Most clients send none of the forwarding fields: one pass over the names finds out,
     // where each removal would hash the name.
-    let (mut had_for, mut had_other) = (false, false);
+    let h2 = parts.version == Version::HTTP_2;
+    let (mut had_for, mut had_other, mut had_cookie) = (false, false, false);
     for name in headers.keys() {
         if name == X_FORWARDED_FOR {
             had_for = true;
         } else if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
             had_other = true;
+        } else if h2 && name == header::COOKIE {
+            had_cookie = true;
         }
+    }
+    if had_cookie {
+        join_cookies(headers);
     }
     if had_other {
         headers.remove(&X_FORWARDED_PROTO);
@@ -214,6 +220,27 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &ConnContext, upgrade: b
     }
 }
 
+/// An HTTP/2 client may send each cookie pair in a field of its own (RFC 9113 §8.2.3); the
+/// HTTP/1.1 hop upstream gets them in one field, joined with "; ", as that section requires.
+fn join_cookies(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(mut entry) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if entry.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = bytes::BytesMut::new();
+    for (i, value) in entry.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        entry.insert(value);
+    }
+}
+
 /// `<existing>, <client>`: every earlier `x-forwarded-for` value in order, then the client;
 /// the earlier fields are taken out of the map (the joined one is written in their place).
 fn forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) -> HeaderValue {
@@ -252,6 +279,17 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn cookie_fields_split_by_an_http2_client_are_joined_in_one() {
+        let mut h = map(&[("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2; c=3")]);
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
 use crate::http1::{self, parse_length, Upgraded};
 use crate::proxy::error::NO_CONNECT;
-use crate::proxy::{handle, ProxyError, RespBody};
+use crate::proxy::{handle, headers, ProxyError, RespBody};
 use crate::state::State;
 use crate::upstream::{BodyError, Io};
 
@@ -116,7 +116,13 @@ async fn exchange(
     } else {
         let body = ClientBody::H2(RequestBody::new(recv, &head.headers));
         let mut handling = pin!(handle(state, ctx, &mut head, body, None));
+        let mut first = true;
         poll_fn(|cx| {
+            // A stream the client reset in the same read as its HEADERS (a rapid reset) is
+            // never sent upstream: the reset is looked at before the first poll.
+            if std::mem::take(&mut first) && respond.poll_reset(cx).is_ready() {
+                return Poll::Ready(None);
+            }
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
             }
@@ -199,9 +205,18 @@ async fn pipe(mut body: RespBody, mut send: SendStream<Bytes>) {
                     waiting = Some((chunk, last));
                 }
                 Err(frame) => {
-                    if let Ok(trailers) = frame.into_trailers() {
+                    if let Ok(mut trailers) = frame.into_trailers() {
                         send.reserve_capacity(0);
-                        return Poll::Ready(send.send_trailers(trailers).map_err(Cut::Stream));
+                        // h2 refuses connection-specific fields in trailers as in heads.
+                        headers::strip_hop_by_hop(&mut trailers, false);
+                        return Poll::Ready(match send.send_trailers(trailers) {
+                            Ok(()) => Ok(()),
+                            Err(e) => {
+                                // Refused: the body is whole all the same, so end it without.
+                                let _ = send.send_data(Bytes::new(), true);
+                                Err(Cut::Stream(e))
+                            }
+                        });
                     }
                 }
             },

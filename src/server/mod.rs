@@ -157,6 +157,10 @@ impl Serving {
         }
     }
 
+    fn is_h2(&self) -> bool {
+        matches!(self, Serving::H2 { .. })
+    }
+
     /// Ends the connection once the requests in hand are answered. Both servers look at the
     /// flag each time they are polled, and the connection's task polls them next.
     fn graceful_shutdown(&mut self) {
@@ -292,6 +296,7 @@ impl Conn {
         // handover a successor sharing the socket would have served. A client that never sends
         // is cut off by the header timeout as usual.
         let mut shut = false;
+        let mut idle_goaway = false;
         loop {
             if draining && !shut && ctx.activity.started_any() {
                 conn.graceful_shutdown();
@@ -325,6 +330,15 @@ impl Conn {
                     match ctx.activity.verdict(opened, timers) {
                         Verdict::CheckAt(at) => {
                             check_at = at.min(Instant::now() + look_within);
+                            ctx.activity.looks_by(check_at);
+                        }
+                        // HTTP/2 says goodbye first (GOAWAY, RFC 9113 §9.1), so that a request
+                        // the client sends meanwhile is known to be unserved; the close follows
+                        // once h2 is done, or at the next look.
+                        Verdict::Idle if !idle_goaway && conn.is_h2() => {
+                            conn.graceful_shutdown();
+                            idle_goaway = true;
+                            check_at = Instant::now() + timers.header.min(look_within);
                             ctx.activity.looks_by(check_at);
                         }
                         Verdict::Idle => return,
