@@ -175,9 +175,9 @@ impl Activity {
 
     /// Hands the response-head deadline of the HTTP/1.1 request in flight to the watchdog, which
     /// looks at it when it wakes anyway: no timer per request. `false` when it cannot (an
-    /// HTTP/2 connection, whose requests each keep a deadline of their own, or a deadline earlier than
-    /// the watchdog's next look, after `request_timeout` was lowered): the caller then keeps a
-    /// timer of its own.
+    /// HTTP/2 connection, whose requests each keep a deadline of their own, or a deadline
+    /// earlier than the watchdog's next look, after `request_timeout` was lowered): the caller
+    /// then keeps a timer of its own.
     pub fn watch_head_by(&self, at: Instant) -> bool {
         let at = self.ms(at);
         if self.h2.load(Ordering::Relaxed) || self.next_look.load(Ordering::Relaxed) > at {
