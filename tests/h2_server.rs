@@ -2,8 +2,9 @@
 //! bodies larger than both sides' windows in both directions, many streams at once on one
 //! connection, a stream reset before and during its answer (the upstream connection is let go
 //! at once, not at a timeout) and one reset in the same write as its HEADERS (never forwarded),
-//! the upstream's trailers, split cookie fields, HEAD and CONNECT, the drain (`GOAWAY`, the
-//! streams in hand finished, then the connection closed) and the idle close (`GOAWAY` first).
+//! the upstream's trailers, split cookie fields, HEAD, CONNECT and `Expect: 100-continue`, the
+//! drain (`GOAWAY`, the streams in hand finished, then the connection closed) and the idle
+//! close (`GOAWAY` first).
 
 mod common;
 
@@ -447,4 +448,33 @@ async fn an_idle_connection_is_told_goaway_before_it_is_closed() {
         types.contains(&GOAWAY),
         "frames before the close: {types:?}"
     );
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_its_interim_answer_once_the_body_is_wanted() {
+    let up = Upstream::echo().await;
+    let veer = start_veer(&one_pool(&[up.addr], "")).await;
+    let (mut client, _closed) = h2c(veer.http_addr).await;
+    let req = Request::post("http://veer.test/e")
+        .header("expect", "100-continue")
+        .body(())
+        .unwrap();
+    // The client holds its body back until it hears `100 Continue`.
+    let (mut answer, mut upload) = client.send_request(req, false).unwrap();
+    let interim = common::within(
+        IO_TIMEOUT,
+        "the 100 Continue",
+        std::future::poll_fn(|cx| answer.poll_informational(cx)),
+    )
+    .await;
+    assert_eq!(interim.expect("an interim answer").unwrap().status(), 100);
+    upload
+        .send_data(Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let resp = common::within(IO_TIMEOUT, "the answer", answer)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    assert_eq!(read_all(&mut body).await, b"hello");
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderValue, Method, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
@@ -114,8 +114,9 @@ async fn exchange(
     let answer = if head.method == Method::CONNECT {
         Some(ProxyError::NotImplemented(NO_CONNECT).to_response())
     } else {
-        let body = ClientBody::H2(RequestBody::new(recv, &head.headers));
-        let mut handling = pin!(handle(state, ctx, &mut head, body, None));
+        let body = RequestBody::new(recv, &head.headers);
+        let mut expecting = body.wanted();
+        let mut handling = pin!(handle(state, ctx, &mut head, ClientBody::H2(body), None));
         let mut first = true;
         poll_fn(|cx| {
             // A stream the client reset in the same read as its HEADERS (a rapid reset) is
@@ -125,6 +126,18 @@ async fn exchange(
             }
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
+            }
+            // The body is wanted (the upstream is ready for it): the client that waits for
+            // `100 Continue` gets it, once. An answer before that needs none.
+            if expecting
+                .as_ref()
+                .is_some_and(|wanted| wanted.load(Ordering::Relaxed))
+            {
+                expecting = None;
+                let go_on = Response::builder().status(StatusCode::CONTINUE).body(());
+                if let Ok(interim) = go_on {
+                    let _ = respond.send_informational(interim);
+                }
             }
             // Reset by the client (or the connection gone): the answer is not wanted.
             respond.poll_reset(cx).map(|_| None)
@@ -255,6 +268,9 @@ pub struct RequestBody {
     left: Option<u64>,
     /// DATA is over; trailers (if any) are next.
     data_done: bool,
+    /// `Expect: 100-continue`: turned true when the body is first wanted, which the stream's
+    /// exchange answers with `100 Continue`.
+    wanted: Option<Arc<AtomicBool>>,
 }
 
 impl RequestBody {
@@ -262,11 +278,22 @@ impl RequestBody {
         let left = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| parse_length(v.as_bytes()));
+        let expects = headers.get(header::EXPECT).is_some_and(|v| {
+            v.as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue")
+        });
         Self {
             recv,
             left,
             data_done: false,
+            wanted: expects.then(Arc::default),
         }
+    }
+
+    /// What turns true once the body is wanted, when the client waits for `100 Continue`.
+    fn wanted(&self) -> Option<Arc<AtomicBool>> {
+        self.wanted.clone()
     }
 }
 
@@ -279,6 +306,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(wanted) = this.wanted.take() {
+            wanted.store(true, Ordering::Relaxed);
+        }
         if !this.data_done {
             match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
