@@ -275,14 +275,19 @@ pub struct RequestBody {
 
 impl RequestBody {
     fn new(recv: RecvStream, headers: &http::HeaderMap) -> Self {
-        let left = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| parse_length(v.as_bytes()));
-        let expects = headers.get(header::EXPECT).is_some_and(|v| {
-            v.as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"100-continue")
-        });
+        // One pass over the fields (a known name's comparison is a tag's) costs less than two
+        // lookups, each hashing its name.
+        let (mut left, mut expects) = (None, false);
+        for (name, value) in headers {
+            if name == header::CONTENT_LENGTH {
+                left = parse_length(value.as_bytes());
+            } else if name == header::EXPECT {
+                expects |= value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"100-continue");
+            }
+        }
         Self {
             recv,
             left,
