@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::conn::{ClientBody, ConnContext, WatchedIo};
@@ -152,12 +152,7 @@ async fn exchange(
     // thread takes it, where h2 keeps the answer's own.
     http1::recycle(std::mem::take(&mut head.headers));
     let (mut parts, body) = resp.into_parts();
-    // An upstream's answer keeps its own framing fields; veer's own says its length.
-    if let Some(n) = body.fixed_len() {
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
+    stream_head(&mut parts.headers, &body);
     // An answer to HEAD has no content, whatever its fields say (RFC 9110 §9.3.2).
     let end = body.is_end_stream() || head.method == Method::HEAD;
     match respond.send_response(Response::from_parts(parts, ()), end) {
@@ -168,6 +163,41 @@ async fn exchange(
             tracing::debug!(client = %ctx.peer, error = %e, "answer not sent");
             respond.send_reset(Reason::INTERNAL_ERROR);
         }
+    }
+}
+
+/// The fields of an answer's head as they go into its stream. An upstream's answer keeps its
+/// own framing fields; veer's own says its length. Every value gets storage of its own
+/// (`own_values`).
+fn stream_head(fields: &mut HeaderMap, body: &RespBody) {
+    if let Some(n) = body.fixed_len() {
+        fields.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    own_values(fields);
+}
+
+/// Gives the values of an answer's fields one small block of their own. h2's HPACK encoder keeps
+/// each field it indexes in the connection's dynamic table for as long as the table has room,
+/// and the values of an upstream's answer are views of the buffer its head was read into: each
+/// kept value (a new `date` every second, on every connection) would keep that whole buffer
+/// (16 KiB) alive, up to about sixty per connection once the table is full. One copy per answer
+/// keeps only the values' bytes.
+fn own_values(fields: &mut HeaderMap) {
+    // Both passes walk the map with the same iterator, so the offsets line up.
+    let mut block = BytesMut::with_capacity(fields.values_mut().map(|v| v.len()).sum());
+    for value in fields.values_mut() {
+        block.extend_from_slice(value.as_bytes());
+    }
+    let block = block.freeze();
+    let mut at = 0;
+    for value in fields.values_mut() {
+        let end = at + value.len();
+        // The bytes were a valid value a moment ago; on the impossible failure the view stays.
+        if let Ok(mut own) = HeaderValue::from_maybe_shared(block.slice(at..end)) {
+            own.set_sensitive(value.is_sensitive());
+            *value = own;
+        }
+        at = end;
     }
 }
 
@@ -222,6 +252,7 @@ async fn pipe(mut body: RespBody, mut send: SendStream<Bytes>) {
                         send.reserve_capacity(0);
                         // h2 refuses connection-specific fields in trailers as in heads.
                         headers::strip_hop_by_hop(&mut trailers, false);
+                        own_values(&mut trailers);
                         return Poll::Ready(match send.send_trailers(trailers) {
                             Ok(()) => Ok(()),
                             Err(e) => {
@@ -343,5 +374,40 @@ impl Body for RequestBody {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What h2's encoder may keep of an answer holds none of the buffer its head was read into.
+    #[test]
+    fn an_answers_values_let_go_of_the_buffer_they_were_read_into() {
+        let mut read = BytesMut::with_capacity(16 * 1024);
+        read.extend_from_slice(b"Sun, 06 Dec 2026 05:30:00 GMTnginxAccept-Encodingsecret");
+        let buffer = read.freeze();
+        let view = |from: usize, to: usize| HeaderValue::from_maybe_shared(buffer.slice(from..to));
+        let mut fields = HeaderMap::new();
+        fields.insert(header::DATE, view(0, 29).unwrap());
+        fields.insert(header::SERVER, view(29, 34).unwrap());
+        fields.insert(header::VARY, HeaderValue::from_static("Origin"));
+        fields.append(header::VARY, view(34, 49).unwrap());
+        let mut secret = view(49, 55).unwrap();
+        secret.set_sensitive(true);
+        fields.insert(header::SET_COOKIE, secret);
+        assert!(!buffer.is_unique());
+
+        stream_head(&mut fields, &RespBody::fixed(Bytes::from_static(b"gone\n")));
+
+        assert!(buffer.is_unique(), "a value still holds the read buffer");
+        assert_eq!(fields[header::DATE], "Sun, 06 Dec 2026 05:30:00 GMT");
+        assert_eq!(fields[header::SERVER], "nginx");
+        let vary: Vec<_> = fields.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Origin", "Accept-Encoding"]);
+        assert_eq!(fields[header::SET_COOKIE], "secret");
+        assert!(fields[header::SET_COOKIE].is_sensitive());
+        assert!(!fields[header::SERVER].is_sensitive());
+        assert_eq!(fields[header::CONTENT_LENGTH], "5");
     }
 }
