@@ -4,13 +4,21 @@
 # minute of load, so a leak shows as a rising column; NGINX's worker is read after one minute.
 #
 #   benches/rss.sh [BIN] [MINUTES]      (default target/release/veer 10)
+#   PROTO=h2 benches/rss.sh ...         h2c with prior knowledge instead (h2load -c16 -m8)
 #
-# Needs nginx and wrk (apt-get install -y nginx-light wrk). Every run ends by itself (wrk -d,
-# under timeout) and every process started here is stopped by its PID on exit.
+# Needs nginx and wrk (apt-get install -y nginx-light wrk; nghttp2-client for h2load). Every
+# run ends by itself (-d, under timeout) and every process started here is stopped by its PID
+# on exit.
 set -euo pipefail
 bin="${1:-target/release/veer}"
 minutes="${2:-10}"
-for tool in nginx wrk python3; do
+proto="${PROTO:-h1}"
+case "$proto" in
+    h1) driver=wrk ;;
+    h2) driver=h2load ;;
+    *) echo "PROTO is h1 or h2, not $proto" >&2; exit 2 ;;
+esac
+for tool in nginx "$driver" python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
 [ -x "$bin" ] || { echo "no veer binary at $bin (cargo build --release)" >&2; exit 2; }
@@ -32,6 +40,15 @@ wait_port() {
     exit 1
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# One minute of load on port $1, its output in $2; rate prints its requests per second.
+load() {
+    if [ "$proto" = h1 ]; then
+        timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$1/" > "$2"
+    else
+        timeout 90 h2load -t1 -c16 -m8 -D60 "http://127.0.0.1:$1/" > "$2"
+    fi
+}
+rate() { awk '/Requests\/sec/ { print $2 } /^finished in/ { print $4 }' "$1"; }
 
 # Starts one NGINX in $work/$1 whose http block holds $2; prints its master's PID.
 start_nginx() {
@@ -60,16 +77,18 @@ wait_port "$up"
 
 # NGINX as the proxy: its worker's RSS after a minute of the same load.
 ref="$(free_port)"
+h2=""
+[ "$proto" = h2 ] && h2=" http2"
 ref_master="$(start_nginx ref "upstream app { server 127.0.0.1:$up weight=9; server 127.0.0.1:$up weight=1; keepalive 64; }
   server {
-    listen 127.0.0.1:$ref;
+    listen 127.0.0.1:$ref$h2;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }")"
 pids+=("$ref_master")
 wait_port "$ref"
-timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$ref/" > "$work/ref.wrk"
+load "$ref" "$work/ref.out"
 ref_worker="$(pgrep -P "$ref_master" | head -1)"
-echo "NGINX worker after 1 min: $(rss_kib "$ref_worker") KiB ($(awk '/Requests\/sec/ { print $2 }' "$work/ref.wrk") req/s)"
+echo "NGINX worker after 1 min: $(rss_kib "$ref_worker") KiB ($(rate "$work/ref.out") req/s)"
 kill "$ref_master"
 
 port="$(free_port)"
@@ -96,6 +115,6 @@ pids+=("$veer")
 wait_port "$port"
 echo "veer at start: $(rss_kib "$veer") KiB"
 for minute in $(seq "$minutes"); do
-    timeout 90 wrk -t1 -c64 -d60s "http://127.0.0.1:$port/" > "$work/veer.wrk"
-    echo "veer after $minute min: $(rss_kib "$veer") KiB ($(awk '/Requests\/sec/ { print $2 }' "$work/veer.wrk") req/s)"
+    load "$port" "$work/veer.out"
+    echo "veer after $minute min: $(rss_kib "$veer") KiB ($(rate "$work/veer.out") req/s)"
 done
