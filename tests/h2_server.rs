@@ -15,7 +15,7 @@ use bytes::Bytes;
 use common::{one_pool, start_veer, Upstream, IO_TIMEOUT};
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -48,6 +48,14 @@ async fn h2c(addr: SocketAddr) -> (SendRequest<Bytes>, tokio::sync::oneshot::Rec
 fn get(path: &str) -> Request<()> {
     Request::get(format!("http://veer.test{path}"))
         .body(())
+        .unwrap()
+}
+
+/// Sends `req`, with no body, and waits for its answer's head.
+async fn ask(client: &mut SendRequest<Bytes>, req: Request<()>) -> Response<RecvStream> {
+    let (answer, _) = client.send_request(req, true).unwrap();
+    common::within(IO_TIMEOUT, "the answer", answer)
+        .await
         .unwrap()
 }
 
@@ -251,10 +259,7 @@ async fn veers_own_answer_says_its_length_and_a_head_answer_has_no_content() {
             .uri("http://veer.test/")
             .body(())
             .unwrap();
-        let (answer, _) = client.send_request(req, true).unwrap();
-        let resp = common::within(IO_TIMEOUT, "the answer", answer)
-            .await
-            .unwrap();
+        let resp = ask(&mut client, req).await;
         assert_eq!(resp.status(), 502);
         let length: usize = resp.headers()["content-length"]
             .to_str()
@@ -289,11 +294,7 @@ async fn connect_is_501() {
     assert_eq!(resp.status(), 501);
     assert_eq!(up.hits(), 0);
     // The connection serves on.
-    let (answer, _) = client.send_request(get("/after"), true).unwrap();
-    let resp = common::within(IO_TIMEOUT, "the next answer", answer)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(ask(&mut client, get("/after")).await.status(), 200);
 }
 
 #[tokio::test]
@@ -301,17 +302,8 @@ async fn a_stream_reset_in_the_same_write_as_its_headers_is_never_sent_upstream(
     let (up, mut heads) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let veer = start_veer(&one_pool(&[up], "")).await;
     let (mut client, _closed) = h2c(veer.http_addr).await;
-    let ask = |client: &mut SendRequest<Bytes>, path: &str| {
-        let (answer, _) = client.send_request(get(path), true).unwrap();
-        async move {
-            let resp = common::within(IO_TIMEOUT, "an answer", answer)
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-        }
-    };
     // A kept upstream connection in the pool: the first poll of a request would write it.
-    ask(&mut client, "/warm").await;
+    assert_eq!(ask(&mut client, get("/warm")).await.status(), 200);
     for i in 0..5 {
         let mut c = common::within(IO_TIMEOUT, "ready", client.clone().ready())
             .await
@@ -322,7 +314,7 @@ async fn a_stream_reset_in_the_same_write_as_its_headers_is_never_sent_upstream(
         tokio::task::yield_now().await;
     }
     // Frames are handled in order: by this answer, a reset stream would have been forwarded.
-    ask(&mut client, "/after").await;
+    assert_eq!(ask(&mut client, get("/after")).await.status(), 200);
     let mut reached = Vec::new();
     while let Ok(seen) = heads.try_recv() {
         if let Seen::Head(head) = seen {
@@ -342,11 +334,7 @@ async fn split_cookie_fields_reach_the_upstream_as_one() {
         .header("cookie", "b=2")
         .body(())
         .unwrap();
-    let (answer, _) = client.send_request(req, true).unwrap();
-    let resp = common::within(IO_TIMEOUT, "the answer", answer)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(ask(&mut client, req).await.status(), 200);
     let seen = up.headers();
     let cookies: Vec<_> = seen.get_all("cookie").iter().collect();
     assert_eq!(cookies, ["a=1; b=2"]);
