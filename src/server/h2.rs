@@ -24,17 +24,22 @@ use crate::proxy::{handle, headers, ProxyError, RespBody};
 use crate::state::State;
 use crate::upstream::{BodyError, Io};
 
-/// Most streams one client may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Most streams one client may have open at once (NGINX's default; HAProxy allows 100). With
+/// `MAX_SEND_BUFFER`, it bounds what a client that stops reading can make veer hold.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Each stream's and the connection's receive window: room for a client's upload to run ahead
 /// of the upstream by this much.
 const WINDOW: u32 = 1024 * 1024;
 /// The largest header list a client may send (the decoded request head, as `MAX_HEAD` bounds
 /// an HTTP/1.1 one).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// How much of a stream's answer may wait in the connection's send buffer for the client's
-/// window before the answer's body is read further.
-const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// How much of a stream's answer may wait in h2's buffer, for the client's window or for the
+/// socket, before the answer's body is read further: two full frames. h2 bounds this per
+/// stream, not per connection, so a client that grants large windows and stops reading holds
+/// this much for each of its streams (about 10 MiB in all with 128 streams, where 400 KiB a
+/// stream let one connection hold over 100 MiB). What is in flight waits in the kernel's socket
+/// buffer, not here, so a small buffer costs a large download nothing.
+const MAX_SEND_BUFFER: usize = 32 * 1024;
 /// Streams a client may make fail (malformed, refused) before the connection is closed.
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
